@@ -1,0 +1,251 @@
+//! ALBEF (Li et al., NeurIPS 2021, "Align before Fuse", arXiv 2107.07651).
+//!
+//! Reference: salesforce/ALBEF@b9727e4 `models/model_pretrain.py`,
+//! `models/xbert.py`, `models/vit.py`. A ViT image encoder; a BERT whose
+//! first `fusion_layer` layers encode text alone and whose remaining layers
+//! fuse text with the image through cross-attention; projections of both
+//! `[CLS]` tokens into a shared contrastive space with a learnable
+//! temperature; an image–text matching head on the fused `[CLS]`; and, in
+//! pretraining, the tied MLM head. The reference's `mode='text'|'fusion'|
+//! 'multi_modal'` strings are the methods [`Albef::text_embeds`],
+//! [`Albef::fusion`] and [`Albef::multimodal`].
+//!
+//! Field paths are the official checkpoint's (`visual_encoder`,
+//! `text_encoder.bert`, `text_encoder.cls`, `vision_proj`, `text_proj`,
+//! `temp`, `itm_head`); [`crate::import::albef`] loads `ALBEF.pth` and the
+//! fine-tuned checkpoints, momentum copies and queues included.
+
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::tensor::{Bool, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::bert::{BertConfig, BertForMaskedLm, TextInput};
+use crate::blocks::{Activation, AttentionMask, CrossAttentionInput, first_token, l2_normalize};
+use crate::vit::{Vit, VitConfig};
+
+/// ALBEF's model configuration: the keys of the reference `Pretrain.yaml`
+/// that shape the model, with `bert_config` inline, plus the ViT shape
+/// (hard-coded to ViT-B/16 in the reference).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AlbefConfig {
+    /// The BERT, with `fusion_layer` and `encoder_width`.
+    pub bert_config: BertConfig,
+    /// Image resolution (square).
+    pub image_res: usize,
+    /// ViT patch side.
+    pub patch_size: usize,
+    /// ViT token width.
+    pub vision_width: usize,
+    /// ViT layers.
+    pub vision_depth: usize,
+    /// ViT attention heads.
+    pub vision_heads: usize,
+    /// Width of the contrastive space.
+    pub embed_dim: usize,
+    /// Initial temperature of the contrastive loss.
+    pub temp: f64,
+}
+
+impl Default for AlbefConfig {
+    fn default() -> Self {
+        Self::base()
+    }
+}
+
+impl AlbefConfig {
+    /// The paper's model: ViT-B/16 at 256 px and BERT-base cut at layer 6.
+    pub fn base() -> Self {
+        Self {
+            bert_config: BertConfig::albef_base(),
+            image_res: 256,
+            patch_size: 16,
+            vision_width: 768,
+            vision_depth: 12,
+            vision_heads: 12,
+            embed_dim: 256,
+            temp: 0.07,
+        }
+    }
+
+    /// A model that pretrains in minutes on two CPU cores: 64 px images in
+    /// 8 px patches, 4 ViT layers of width 128, BERT 2 + 2 layers of width
+    /// 128, a 64-d contrastive space. The vocabulary is set by the tokenizer.
+    pub fn tiny(vocab_size: usize) -> Self {
+        Self {
+            bert_config: BertConfig {
+                vocab_size,
+                hidden_size: 128,
+                num_hidden_layers: 4,
+                num_attention_heads: 4,
+                intermediate_size: 512,
+                hidden_act: Activation::Gelu,
+                max_position_embeddings: 64,
+                fusion_layer: Some(2),
+                encoder_width: Some(128),
+                ..BertConfig::albef_base()
+            },
+            image_res: 64,
+            patch_size: 8,
+            vision_width: 128,
+            vision_depth: 4,
+            vision_heads: 4,
+            embed_dim: 64,
+            temp: 0.07,
+        }
+    }
+
+    /// The ViT this config describes (timm layout, eps 1e-6, no dropout).
+    pub fn vision_config(&self) -> VitConfig {
+        VitConfig {
+            image_size: self.image_res,
+            patch_size: self.patch_size,
+            hidden_size: self.vision_width,
+            num_hidden_layers: self.vision_depth,
+            num_attention_heads: self.vision_heads,
+            intermediate_size: 4 * self.vision_width,
+            ..VitConfig::albef_base(self.image_res)
+        }
+    }
+
+    /// Builds the model; `mlm_head` adds the pretraining MLM head.
+    ///
+    /// # Panics
+    /// If `encoder_width` differs from `vision_width`, or the BERT has no
+    /// `fusion_layer`.
+    pub fn init(&self, mlm_head: bool, device: &Device) -> Albef {
+        let bert = &self.bert_config;
+        assert!(
+            bert.fusion_layer.is_some(),
+            "ALBEF's bert_config needs a fusion_layer"
+        );
+        let encoder_width = bert.encoder_width.unwrap_or(bert.hidden_size);
+        assert_eq!(
+            encoder_width, self.vision_width,
+            "bert_config.encoder_width must equal vision_width (the fusion layers attend to ViT tokens)"
+        );
+        let init = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
+        let linear = |d_in, d_out| {
+            LinearConfig::new(d_in, d_out)
+                .with_initializer(init.clone())
+                .init(device)
+        };
+        Albef {
+            visual_encoder: self.vision_config().init(device),
+            text_encoder: BertForMaskedLm {
+                bert: BertConfig {
+                    add_pooling_layer: false,
+                    ..bert.clone()
+                }
+                .init(device),
+                cls: mlm_head.then(|| bert.init_mlm_head(device)),
+            },
+            vision_proj: linear(self.vision_width, self.embed_dim),
+            text_proj: linear(bert.hidden_size, self.embed_dim),
+            temp: Param::from_tensor(Tensor::full([1], self.temp, device)),
+            itm_head: linear(bert.hidden_size, 2),
+        }
+    }
+}
+
+/// The ALBEF model (the online half of pretraining; the momentum half is a
+/// second instance, see the training crate).
+#[derive(Module, Debug)]
+pub struct Albef {
+    /// Image encoder.
+    pub visual_encoder: Vit,
+    /// Text + fusion encoder, with the MLM head in pretraining.
+    pub text_encoder: BertForMaskedLm,
+    /// Image `[CLS]` → contrastive space.
+    pub vision_proj: Linear,
+    /// Text `[CLS]` → contrastive space.
+    pub text_proj: Linear,
+    /// Contrastive temperature, `[1]` (0-dim in the checkpoints).
+    pub temp: Param<Tensor<1>>,
+    /// Fused `[CLS]` → match / no match logits.
+    pub itm_head: Linear,
+}
+
+impl Albef {
+    /// Image tokens after the ViT's final LayerNorm.
+    ///
+    /// # Shapes
+    /// `[batch, 3, res, res]` → `[batch, 1 + patches, vision_width]`
+    pub fn image_embeds(&self, image: Tensor<4>) -> Tensor<3> {
+        self.visual_encoder.forward(image)
+    }
+
+    /// Unit-norm contrastive image feature from the `[CLS]` token.
+    ///
+    /// # Shapes
+    /// `[batch, tokens, vision_width]` → `[batch, embed_dim]`
+    pub fn image_feat(&self, image_embeds: Tensor<3>) -> Tensor<2> {
+        l2_normalize(self.vision_proj.forward(first_token(image_embeds)), 1e-12)
+    }
+
+    /// The text encoder (`mode='text'`): layers `0..fusion_layer`.
+    pub fn text_embeds(&self, text: &TextInput) -> Tensor<3> {
+        self.text_encoder.bert.forward_text(text)
+    }
+
+    /// Unit-norm contrastive text feature from the `[CLS]` token.
+    pub fn text_feat(&self, text_embeds: Tensor<3>) -> Tensor<2> {
+        l2_normalize(self.text_proj.forward(first_token(text_embeds)), 1e-12)
+    }
+
+    /// The fusion encoder (`mode='fusion'`): text states attend to the image.
+    ///
+    /// # Shapes
+    /// `text_embeds`: `[batch, seq, hidden]`, `padding`: `[batch, seq]`,
+    /// `image_embeds`: `[batch, tokens, vision_width]` → `[batch, seq, hidden]`
+    pub fn fusion(
+        &self,
+        text_embeds: Tensor<3>,
+        padding: Option<Tensor<2, Bool>>,
+        image_embeds: Tensor<3>,
+    ) -> Tensor<3> {
+        self.text_encoder
+            .bert
+            .forward_fusion(text_embeds, padding, &image_context(image_embeds))
+    }
+
+    /// All layers on token ids with the image (`mode='multi_modal'`), as the
+    /// MLM pass uses.
+    pub fn multimodal(&self, text: &TextInput, image_embeds: Tensor<3>) -> Tensor<3> {
+        self.text_encoder
+            .bert
+            .forward(text, Some(&image_context(image_embeds)))
+            .last_hidden_state
+    }
+
+    /// Image–text matching logits from the fused `[CLS]`, `[batch, 2]`
+    /// (class 1 = match).
+    pub fn itm_logits(&self, fused: Tensor<3>) -> Tensor<2> {
+        self.itm_head.forward(first_token(fused))
+    }
+
+    /// MLM logits of multimodal states, `[batch, seq, vocab]`.
+    ///
+    /// # Panics
+    /// If the model was built or loaded without the MLM head.
+    pub fn mlm_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.text_encoder.mlm_logits(hidden)
+    }
+
+    /// Whether the model carries the pretraining MLM head.
+    pub fn has_mlm_head(&self) -> bool {
+        self.text_encoder.cls.is_some()
+    }
+}
+
+/// Image tokens as a cross-attention source: never padded.
+fn image_context(image_embeds: Tensor<3>) -> CrossAttentionInput {
+    CrossAttentionInput {
+        states: image_embeds,
+        mask: AttentionMask::none(),
+    }
+}

@@ -1,0 +1,627 @@
+//! Strict loading of PyTorch checkpoints into the models of this crate.
+//!
+//! A load has three steps:
+//! 1. [`TensorMap::read`] reads every tensor of a `.safetensors`, `.bin`,
+//!    `.pt` or `.pth` file. PyTorch pickles are read by burn-store's
+//!    unpickler, which interprets only tensor-rebuilding calls: loading a
+//!    `.pth` never runs pickled code.
+//! 2. A per-format table of [`KeyRule`]s renames checkpoint keys to our field
+//!    paths (each model module documents its table). Format-specific fixes
+//!    that a rename cannot express (timm's fused `qkv`, tied decoders, buffers
+//!    to skip) happen in the per-model loaders before that.
+//! 3. [`load_strict`] compares the renamed keys and shapes with the model's
+//!    own parameters, in PyTorch layout, and reports every missing key,
+//!    unexpected key and shape mismatch at once, by the checkpoint's name.
+//!    Only then are the tensors applied (burn-store's `PyTorchToBurnAdapter`
+//!    transposes `Linear` weights and maps LayerNorm `weight/bias` to
+//!    `gamma/beta`).
+
+pub mod albef;
+pub mod bert;
+pub mod clip;
+pub mod vit;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::pytorch_reader::PytorchReader;
+use burn::store::{
+    BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, SafetensorsStore,
+    bridge,
+};
+use burn::tensor::{DType, TensorData};
+
+/// Everything that can go wrong while importing a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The file could not be read or parsed.
+    #[error("reading {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the reader said.
+        message: String,
+    },
+    /// A `config.json` is missing or invalid.
+    #[error("config {path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The checkpoint's keys or shapes do not match the model.
+    #[error("{0}")]
+    Mismatch(KeyProblems),
+    /// The checkpoint is readable but cannot be represented by our model.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// One way a checkpoint disagrees with the model, named by checkpoint key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyProblem {
+    /// The model has this parameter; the checkpoint does not.
+    Missing {
+        /// Checkpoint key the parameter would have.
+        key: String,
+        /// Shape the model expects (PyTorch layout).
+        expected: Vec<usize>,
+    },
+    /// The checkpoint has a tensor the model has no place for.
+    Unexpected {
+        /// Checkpoint key.
+        key: String,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// Both have it, with different shapes.
+    Shape {
+        /// Checkpoint key.
+        key: String,
+        /// Shape in the checkpoint.
+        checkpoint: Vec<usize>,
+        /// Shape the model expects (PyTorch layout).
+        model: Vec<usize>,
+    },
+    /// A parameter stored as an integer or boolean tensor.
+    DType {
+        /// Checkpoint key.
+        key: String,
+        /// The stored type.
+        dtype: String,
+    },
+}
+
+impl fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyProblem::Missing { key, expected } => {
+                write!(
+                    f,
+                    "missing key `{key}` (the model expects shape {expected:?})"
+                )
+            }
+            KeyProblem::Unexpected { key, shape } => {
+                write!(f, "unexpected key `{key}` with shape {shape:?}")
+            }
+            KeyProblem::Shape {
+                key,
+                checkpoint,
+                model,
+            } => write!(
+                f,
+                "shape mismatch for `{key}`: {checkpoint:?} in the checkpoint, {model:?} in the model"
+            ),
+            KeyProblem::DType { key, dtype } => {
+                write!(f, "`{key}` is stored as {dtype}, not as a float tensor")
+            }
+        }
+    }
+}
+
+/// All problems found in one load, reported together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyProblems(pub Vec<KeyProblem>);
+
+impl fmt::Display for KeyProblems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the checkpoint does not match the model ({} problems)",
+            self.0.len()
+        )?;
+        for problem in &self.0 {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How strictly to treat checkpoint tensors the model does not use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strictness {
+    /// Any unexpected key is an error (the default).
+    #[default]
+    Strict,
+    /// Unexpected keys are listed in [`LoadReport::unexpected`] instead.
+    /// Missing keys and shape mismatches are still errors.
+    AllowUnexpected,
+}
+
+/// What a successful load did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    /// Number of parameters loaded.
+    pub loaded: usize,
+    /// Checkpoint keys left out by the loader on purpose (heads of other
+    /// tasks, buffers), with the reason.
+    pub skipped: Vec<(String, &'static str)>,
+    /// Unused keys accepted under [`Strictness::AllowUnexpected`].
+    pub unexpected: Vec<String>,
+}
+
+/// The tensors of one checkpoint file, by name, in file layout.
+#[derive(Debug, Clone, Default)]
+pub struct TensorMap {
+    tensors: BTreeMap<String, TensorData>,
+}
+
+impl TensorMap {
+    /// Reads a `.safetensors` file, or a PyTorch `.bin`/`.pt`/`.pth` file.
+    ///
+    /// For PyTorch files whose root dict has a `"model"` entry (ALBEF and
+    /// most training checkpoints) that entry is the state dict.
+    pub fn read(path: &Path) -> Result<Self, ImportError> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => Self::read_safetensors(path),
+            Some("bin" | "pt" | "pth") => Self::read_pytorch(path),
+            _ => Err(ImportError::Read {
+                path: path.to_owned(),
+                message: "unknown checkpoint format (expected .safetensors, .bin, .pt or .pth)"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Reads every tensor of a safetensors file.
+    pub fn read_safetensors(path: &Path) -> Result<Self, ImportError> {
+        let err = |message: String| ImportError::Read {
+            path: path.to_owned(),
+            message,
+        };
+        if !path.is_file() {
+            return Err(err("no such file".into()));
+        }
+        let mut store = SafetensorsStore::from_file(path);
+        let all = store.get_all_tensors().map_err(|e| err(e.to_string()))?;
+        let mut tensors = BTreeMap::new();
+        for (name, tensor) in all {
+            let data = bridge::to_data(tensor).map_err(|e| err(format!("{name}: {e}")))?;
+            tensors.insert(name.clone(), data);
+        }
+        Ok(Self { tensors })
+    }
+
+    /// Reads a PyTorch pickle (zip or legacy format) without executing it.
+    pub fn read_pytorch(path: &Path) -> Result<Self, ImportError> {
+        let err = |message: String| ImportError::Read {
+            path: path.to_owned(),
+            message,
+        };
+        let reader = match PytorchReader::with_top_level_key(path, "model") {
+            Ok(reader) => reader,
+            Err(_) => PytorchReader::new(path).map_err(|e| err(e.to_string()))?,
+        };
+        let mut tensors = BTreeMap::new();
+        for (name, tensor) in reader.into_tensors() {
+            let data = bridge::into_data(bridge::from_pytorch(tensor))
+                .map_err(|e| err(format!("{name}: {e}")))?;
+            tensors.insert(name, data);
+        }
+        Ok(Self { tensors })
+    }
+
+    /// Builds a map from `(name, data)` pairs.
+    pub fn from_entries(entries: impl IntoIterator<Item = (String, TensorData)>) -> Self {
+        Self {
+            tensors: entries.into_iter().collect(),
+        }
+    }
+
+    /// Names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether the map holds no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// The tensor stored under `name`.
+    pub fn get(&self, name: &str) -> Option<&TensorData> {
+        self.tensors.get(name)
+    }
+
+    /// Whether `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Removes and returns the tensor stored under `name`.
+    pub fn remove(&mut self, name: &str) -> Option<TensorData> {
+        self.tensors.remove(name)
+    }
+
+    /// Stores a tensor, replacing any under the same name.
+    pub fn insert(&mut self, name: impl Into<String>, data: TensorData) {
+        self.tensors.insert(name.into(), data);
+    }
+
+    /// Whether any key starts with `prefix`.
+    pub fn has_prefix(&self, prefix: &str) -> bool {
+        self.tensors.keys().any(|k| k.starts_with(prefix))
+    }
+
+    /// Removes every tensor whose key starts with `prefix` and returns them,
+    /// with the prefix stripped.
+    pub fn split_off_prefix(&mut self, prefix: &str) -> TensorMap {
+        let names: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        let mut taken = TensorMap::default();
+        for name in names {
+            let data = self.tensors.remove(&name).expect("listed above");
+            taken.insert(&name[prefix.len()..], data);
+        }
+        taken
+    }
+
+    /// Renames every key that starts with `from` to start with `to` instead.
+    pub fn replace_prefix(&mut self, from: &str, to: &str) {
+        let names: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| k.starts_with(from))
+            .cloned()
+            .collect();
+        for name in names {
+            let data = self.tensors.remove(&name).expect("listed above");
+            self.tensors
+                .insert(format!("{to}{}", &name[from.len()..]), data);
+        }
+    }
+
+    /// Removes every key for which `skip` gives a reason, and returns them
+    /// with that reason.
+    pub fn skip_where(
+        &mut self,
+        skip: impl Fn(&str) -> Option<&'static str>,
+    ) -> Vec<(String, &'static str)> {
+        let names: Vec<(String, &'static str)> = self
+            .tensors
+            .keys()
+            .filter_map(|k| skip(k).map(|reason| (k.clone(), reason)))
+            .collect();
+        for (name, _) in &names {
+            self.tensors.remove(name);
+        }
+        names
+    }
+
+    /// Iterates over `(name, data)`.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &TensorData)> {
+        self.tensors.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Consumes the map into its entries.
+    pub fn into_entries(self) -> impl Iterator<Item = (String, TensorData)> {
+        self.tensors.into_iter()
+    }
+}
+
+/// Skips the integer buffers that HF registers next to embeddings
+/// (`position_ids`, `token_type_ids`): not parameters, and recomputed here.
+pub fn skip_hf_buffers(key: &str) -> Option<&'static str> {
+    (key.ends_with("embeddings.position_ids") || key.ends_with("embeddings.token_type_ids"))
+        .then_some("index buffer, recomputed by the model")
+}
+
+/// One renaming between a checkpoint key prefix and a model field path.
+///
+/// Both sides are dot-separated templates matched segment by segment; `{n}`
+/// matches a number and carries it over. A key matches when the template is a
+/// prefix of it; the rest of the key is kept.
+///
+/// Rules are tried in order and the first match wins, in both directions, so
+/// a more specific rule must come before a more general one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRule {
+    /// Template in the checkpoint's naming.
+    pub checkpoint: String,
+    /// Template in our field naming.
+    pub model: String,
+}
+
+/// Shorthand for a [`KeyRule`].
+pub fn rule(checkpoint: &str, model: &str) -> KeyRule {
+    KeyRule {
+        checkpoint: checkpoint.to_owned(),
+        model: model.to_owned(),
+    }
+}
+
+/// The same rules under a prefix on each side (`"bert."` → `"text_encoder.bert."`).
+pub fn prefixed(checkpoint_prefix: &str, model_prefix: &str, rules: &[KeyRule]) -> Vec<KeyRule> {
+    let mut out: Vec<KeyRule> = rules
+        .iter()
+        .map(|r| KeyRule {
+            checkpoint: format!("{checkpoint_prefix}{}", r.checkpoint),
+            model: format!("{model_prefix}{}", r.model),
+        })
+        .collect();
+    // Keys under the prefix that no rule renames still need the prefix swap.
+    let (from, to) = (
+        checkpoint_prefix.trim_end_matches('.'),
+        model_prefix.trim_end_matches('.'),
+    );
+    if from != to && !from.is_empty() && !to.is_empty() {
+        out.push(rule(from, to));
+    }
+    out
+}
+
+/// Rewrites `key` by the first rule whose `from` side matches; unchanged when
+/// none does.
+fn rewrite(rules: &[KeyRule], key: &str, to_model: bool) -> String {
+    for rule in rules {
+        let (from, to) = if to_model {
+            (&rule.checkpoint, &rule.model)
+        } else {
+            (&rule.model, &rule.checkpoint)
+        };
+        if let Some(rewritten) = rewrite_one(from, to, key) {
+            return rewritten;
+        }
+    }
+    key.to_owned()
+}
+
+fn rewrite_one(from: &str, to: &str, key: &str) -> Option<String> {
+    let template: Vec<&str> = from.split('.').collect();
+    let segments: Vec<&str> = key.split('.').collect();
+    if segments.len() < template.len() {
+        return None;
+    }
+    let mut numbers = Vec::new();
+    for (t, s) in template.iter().zip(&segments) {
+        if *t == "{n}" {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            numbers.push(*s);
+        } else if t != s {
+            return None;
+        }
+    }
+    let mut numbers = numbers.into_iter();
+    let mut out: Vec<&str> = to
+        .split('.')
+        .map(|t| {
+            if t == "{n}" {
+                numbers.next().expect("same placeholders")
+            } else {
+                t
+            }
+        })
+        .collect();
+    out.extend(&segments[template.len()..]);
+    Some(out.join("."))
+}
+
+/// Renames a checkpoint key to our field path.
+pub fn to_model_key(rules: &[KeyRule], key: &str) -> String {
+    rewrite(rules, key, true)
+}
+
+/// Renames one of our field paths to the checkpoint key it comes from.
+pub fn to_checkpoint_key(rules: &[KeyRule], key: &str) -> String {
+    rewrite(rules, key, false)
+}
+
+/// The model's parameters in PyTorch naming and layout (`weight`/`bias` for
+/// LayerNorms, `Linear` weights as `[out, in]`), by field path.
+pub fn expected_shapes<M: Module>(model: &M) -> BTreeMap<String, Vec<usize>> {
+    model
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), false)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect()
+}
+
+/// Loads `tensors` (checkpoint naming) into `model`, renaming with `rules`.
+///
+/// Every model parameter must be present with the right shape; every
+/// checkpoint tensor must be used unless `strictness` allows otherwise.
+/// A 0-dim checkpoint scalar (ALBEF `temp`, CLIP `logit_scale`) loads into a
+/// one-element parameter. Half-precision tensors are widened to f32.
+pub fn load_strict<M: Module>(
+    mut model: M,
+    tensors: TensorMap,
+    rules: &[KeyRule],
+    strictness: Strictness,
+) -> Result<(M, LoadReport), ImportError> {
+    let expected = expected_shapes(&model);
+    let mut problems = Vec::new();
+    let mut report = LoadReport::default();
+    let mut found = BTreeMap::new();
+    for (key, data) in tensors.into_entries() {
+        let path = to_model_key(rules, &key);
+        let shape = data.shape().to_vec();
+        let Some(model_shape) = expected.get(&path) else {
+            match strictness {
+                Strictness::Strict => problems.push(KeyProblem::Unexpected { key, shape }),
+                Strictness::AllowUnexpected => report.unexpected.push(key),
+            }
+            continue;
+        };
+        if !is_float(data.dtype()) {
+            problems.push(KeyProblem::DType {
+                key,
+                dtype: format!("{:?}", data.dtype()),
+            });
+            continue;
+        }
+        let data = if shape.is_empty() && model_shape == &[1] {
+            TensorData::new(
+                data.convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("converted to f32"),
+                [1],
+            )
+        } else if &shape != model_shape {
+            problems.push(KeyProblem::Shape {
+                key,
+                checkpoint: shape,
+                model: model_shape.clone(),
+            });
+            continue;
+        } else {
+            data.convert::<f32>()
+        };
+        found.insert(path, data);
+    }
+    for (path, shape) in &expected {
+        if !found.contains_key(path) {
+            problems.push(KeyProblem::Missing {
+                key: to_checkpoint_key(rules, path),
+                expected: shape.clone(),
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ImportError::Mismatch(KeyProblems(problems)));
+    }
+
+    report.loaded = found.len();
+    let snapshots = found
+        .into_iter()
+        .map(|(path, data)| bridge::from_data(data, path, None))
+        .collect();
+    let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
+    // The checks above make these unreachable; keep them loud if they are not.
+    if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
+        return Err(ImportError::Unsupported(format!(
+            "burn-store rejected the checked tensors: {result}"
+        )));
+    }
+    Ok((model, report))
+}
+
+fn is_float(dtype: DType) -> bool {
+    matches!(
+        dtype,
+        DType::F64 | DType::F32 | DType::F16 | DType::BF16 | DType::Flex32
+    )
+}
+
+/// Reads and parses a JSON config file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ImportError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ImportError::Config {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| ImportError::Config {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The weights file of an HF model directory: `model.safetensors`, else
+/// `pytorch_model.bin`.
+pub fn hf_weights_file(dir: &Path) -> Result<PathBuf, ImportError> {
+    ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| ImportError::Read {
+            path: dir.to_owned(),
+            message: "no model.safetensors or pytorch_model.bin in this directory".into(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Vec<KeyRule> {
+        vec![
+            rule(
+                "encoder.layer.{n}.attention.output.dense",
+                "encoder.layer.{n}.attention.out",
+            ),
+            rule(
+                "encoder.layer.{n}.attention.self",
+                "encoder.layer.{n}.attention",
+            ),
+            rule(
+                "encoder.layer.{n}.output.LayerNorm",
+                "encoder.layer.{n}.mlp_norm",
+            ),
+        ]
+    }
+
+    #[test]
+    fn rules_rename_both_ways() {
+        let rules = rules();
+        for key in [
+            "encoder.layer.11.attention.self.query.weight",
+            "encoder.layer.3.attention.output.dense.bias",
+            "encoder.layer.0.output.LayerNorm.bias",
+        ] {
+            let model = to_model_key(&rules, key);
+            assert_ne!(model, key);
+            assert_eq!(to_checkpoint_key(&rules, &model), key);
+        }
+        assert_eq!(
+            to_model_key(&rules, "encoder.layer.11.attention.self.query.weight"),
+            "encoder.layer.11.attention.query.weight"
+        );
+    }
+
+    #[test]
+    fn rules_need_whole_segments_and_numbers() {
+        // `layers` is not `layer`, and `x` is not a number: both pass through.
+        let rules = rules();
+        for key in [
+            "encoder.layers.0.attention.self.query.weight",
+            "encoder.layer.x.attention.self.q",
+        ] {
+            assert_eq!(to_model_key(&rules, key), key);
+        }
+    }
+
+    #[test]
+    fn prefixed_rules_move_unrenamed_keys_too() {
+        let rules = prefixed("bert.", "text_encoder.bert.", &rules());
+        assert_eq!(
+            to_model_key(&rules, "bert.encoder.layer.1.attention.self.key.weight"),
+            "text_encoder.bert.encoder.layer.1.attention.key.weight"
+        );
+        assert_eq!(
+            to_model_key(&rules, "bert.embeddings.word_embeddings.weight"),
+            "text_encoder.bert.embeddings.word_embeddings.weight"
+        );
+    }
+}

@@ -1,0 +1,518 @@
+//! Parity of our models with their PyTorch reference, on fixtures written by
+//! the reference libraries themselves.
+//!
+//! A fixture directory holds `config.json`, `model.safetensors` (weights in
+//! the reference naming) and `io.safetensors` (inputs and the outputs the
+//! reference computed). [`check_dir`] loads the weights through the real
+//! loaders of `vl-models`, recomputes every output present and reports the
+//! maximum absolute error of each. This is the code path of both
+//! `cargo xtask parity DIR` and the CI tests; see `docs/parity.md`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde_json::Value;
+use vl_models::TextInput;
+use vl_models::blocks::padding_mask;
+use vl_models::import::{self, ImportError, TensorMap};
+
+/// Why a parity check could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ParityError {
+    /// The fixture is incomplete or malformed.
+    #[error("{path}: {message}")]
+    Fixture {
+        /// File or directory at fault.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The weights did not load.
+    #[error("loading {path}: {source}")]
+    Import {
+        /// The weights file.
+        path: PathBuf,
+        /// The loader's error.
+        source: ImportError,
+    },
+}
+
+/// The comparison of one output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputCheck {
+    /// Output name in `io.safetensors`.
+    pub name: String,
+    /// Expected shape.
+    pub expected_shape: Vec<usize>,
+    /// Our shape, or `None` if we have no such output.
+    pub actual_shape: Option<Vec<usize>>,
+    /// Maximum absolute error (when the shapes match).
+    pub max_abs_error: Option<f32>,
+}
+
+impl OutputCheck {
+    /// Whether this output is within `tolerance`.
+    pub fn passes(&self, tolerance: f32) -> bool {
+        self.actual_shape.as_ref() == Some(&self.expected_shape)
+            && self.max_abs_error.is_some_and(|e| e <= tolerance)
+    }
+}
+
+/// The result of [`check_dir`].
+#[derive(Debug, Clone)]
+pub struct ParityReport {
+    /// Fixture directory.
+    pub dir: PathBuf,
+    /// What kind of model it held.
+    pub model: ModelKind,
+    /// One entry per expected output, in name order.
+    pub outputs: Vec<OutputCheck>,
+    /// Tolerance the report is judged against.
+    pub tolerance: f32,
+}
+
+impl ParityReport {
+    /// Whether every output is within tolerance and shaped as expected.
+    pub fn passed(&self) -> bool {
+        !self.outputs.is_empty() && self.outputs.iter().all(|o| o.passes(self.tolerance))
+    }
+
+    /// The largest error over all outputs.
+    pub fn max_abs_error(&self) -> f32 {
+        self.outputs
+            .iter()
+            .filter_map(|o| o.max_abs_error)
+            .fold(0.0, f32::max)
+    }
+}
+
+impl fmt::Display for ParityReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} ({:?}), tolerance {:e}",
+            self.dir.display(),
+            self.model,
+            self.tolerance
+        )?;
+        for o in &self.outputs {
+            let status = if o.passes(self.tolerance) {
+                "ok  "
+            } else {
+                "FAIL"
+            };
+            match (&o.actual_shape, o.max_abs_error) {
+                (Some(shape), Some(err)) => writeln!(
+                    f,
+                    "  {status} {:<30} {:<18} max abs error {err:.3e}",
+                    o.name,
+                    format!("{shape:?}")
+                )?,
+                (Some(shape), None) => writeln!(
+                    f,
+                    "  {status} {:<30} shape {shape:?}, expected {:?}",
+                    o.name, o.expected_shape
+                )?,
+                (None, _) => writeln!(f, "  {status} {:<30} not computed by our model", o.name)?,
+            }
+        }
+        write!(
+            f,
+            "  {}: max abs error {:.3e} over {} outputs",
+            if self.passed() { "PASS" } else { "FAIL" },
+            self.max_abs_error(),
+            self.outputs.len()
+        )
+    }
+}
+
+/// The model families a fixture can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// HF `BertModel`.
+    Bert,
+    /// HF `BertForMaskedLM`.
+    BertMaskedLm,
+    /// HF `ViTModel`.
+    Vit,
+    /// HF `XLMRobertaModel`.
+    XlmRoberta,
+    /// HF `CLIPModel`.
+    Clip,
+    /// HF `AltCLIPModel`.
+    AltClip,
+    /// ALBEF with the official parameter names.
+    Albef,
+}
+
+impl ModelKind {
+    /// Reads the kind from a fixture's `config.json`.
+    pub fn from_config(config: &Value) -> Option<Self> {
+        if config.get("bert_config").is_some() {
+            return Some(Self::Albef);
+        }
+        let masked_lm = config["architectures"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "BertForMaskedLM"));
+        match config["model_type"].as_str()? {
+            "bert" if masked_lm => Some(Self::BertMaskedLm),
+            "bert" => Some(Self::Bert),
+            "vit" => Some(Self::Vit),
+            "xlm-roberta" => Some(Self::XlmRoberta),
+            "clip" => Some(Self::Clip),
+            "altclip" => Some(Self::AltClip),
+            _ => None,
+        }
+    }
+
+    /// The output names this kind can compute.
+    pub fn outputs(self) -> &'static [&'static str] {
+        match self {
+            Self::Bert | Self::Vit | Self::XlmRoberta => &["last_hidden_state", "pooler_output"],
+            Self::BertMaskedLm => &["last_hidden_state", "logits"],
+            Self::Clip => &CLIP_OUTPUTS[..CLIP_OUTPUTS.len() - 1],
+            Self::AltClip => &CLIP_OUTPUTS,
+            Self::Albef => &[
+                "image_embeds",
+                "image_feat",
+                "text_embeds",
+                "text_feat",
+                "sim_i2t",
+                "fusion_last_hidden_state",
+                "multimodal_last_hidden_state",
+                "itm_logits",
+                "mlm_logits",
+                "pos_embed_interp_6x6",
+            ],
+        }
+    }
+
+    /// The input names fixtures of this kind may carry.
+    pub fn inputs(self) -> &'static [&'static str] {
+        match self {
+            Self::Bert | Self::BertMaskedLm | Self::XlmRoberta => {
+                &["input_ids", "attention_mask", "token_type_ids"]
+            }
+            Self::Vit => &["pixel_values"],
+            Self::Clip | Self::AltClip => &["input_ids", "attention_mask", "pixel_values"],
+            Self::Albef => &["input_ids", "attention_mask", "image", "pos_embed_in"],
+        }
+    }
+}
+
+const CLIP_OUTPUTS: [&str; 11] = [
+    "text_last_hidden_state",
+    "text_pooler_output",
+    "vision_last_hidden_state",
+    "vision_pooler_output",
+    "text_features",
+    "image_features",
+    "text_embeds",
+    "image_embeds",
+    "logits_per_image",
+    "logits_per_text",
+    "roberta_last_hidden_state",
+];
+
+/// Checks the fixture in `dir` on `device`.
+pub fn check_dir(dir: &Path, tolerance: f32, device: &Device) -> Result<ParityReport, ParityError> {
+    let fixture_err = |path: PathBuf, message: String| ParityError::Fixture { path, message };
+    let config_path = dir.join("config.json");
+    let config_text = std::fs::read_to_string(&config_path)
+        .map_err(|e| fixture_err(config_path.clone(), e.to_string()))?;
+    let config: Value = serde_json::from_str(&config_text)
+        .map_err(|e| fixture_err(config_path.clone(), e.to_string()))?;
+    let model = ModelKind::from_config(&config).ok_or_else(|| {
+        fixture_err(
+            config_path.clone(),
+            "neither an ALBEF config (bert_config) nor an HF model_type among bert, vit, xlm-roberta, clip, altclip"
+                .into(),
+        )
+    })?;
+    let io_path = dir.join("io.safetensors");
+    let io = TensorMap::read_safetensors(&io_path)
+        .map_err(|e| fixture_err(io_path.clone(), e.to_string()))?;
+    for name in io.names() {
+        if !model.inputs().contains(&name) && !model.outputs().contains(&name) {
+            return Err(fixture_err(
+                io_path,
+                format!("`{name}` is neither an input nor an output of {model:?}"),
+            ));
+        }
+    }
+
+    let weights = dir.join("model.safetensors");
+    let tensors = TensorMap::read_safetensors(&weights).map_err(|e| ParityError::Import {
+        path: weights.clone(),
+        source: e,
+    })?;
+    let inputs = Inputs { io: &io, device };
+    let import_err = |source| ParityError::Import {
+        path: weights.clone(),
+        source,
+    };
+    let computed = match model {
+        ModelKind::Bert | ModelKind::XlmRoberta => {
+            let config = parse(&config_path, &config_text)?;
+            let (bert, _) = import::bert::load_bert(config, tensors, device).map_err(import_err)?;
+            let out = bert.forward(&inputs.text()?, None);
+            let mut computed = outputs([("last_hidden_state", out.last_hidden_state)]);
+            if let Some(pooled) = out.pooler_output {
+                computed.insert("pooler_output", pooled.into_data());
+            }
+            computed
+        }
+        ModelKind::BertMaskedLm => {
+            let config = parse(&config_path, &config_text)?;
+            let (mlm, _) =
+                import::bert::load_bert_masked_lm(config, tensors, device).map_err(import_err)?;
+            let hidden = mlm.bert.forward(&inputs.text()?, None).last_hidden_state;
+            let logits = mlm.mlm_logits(hidden.clone());
+            outputs([("last_hidden_state", hidden)])
+                .into_iter()
+                .chain([("logits", logits.into_data())])
+                .collect()
+        }
+        ModelKind::Vit => {
+            let config = parse(&config_path, &config_text)?;
+            let (vit, _) = import::vit::load_vit(config, tensors, device).map_err(import_err)?;
+            let hidden = vit.forward(inputs.float::<4>("pixel_values")?);
+            let mut computed = outputs([("last_hidden_state", hidden.clone())]);
+            if let Some(pooled) = vit.pool(hidden) {
+                computed.insert("pooler_output", pooled.into_data());
+            }
+            computed
+        }
+        ModelKind::Clip => {
+            let config = parse(&config_path, &config_text)?;
+            let (clip, _) =
+                import::clip::load_clip(&config, tensors, device).map_err(import_err)?;
+            let (ids, padding) = (inputs.int("input_ids")?, inputs.padding()?);
+            let text = clip.text_model.forward(ids, padding);
+            let vision = clip
+                .vision_model
+                .forward(inputs.float::<4>("pixel_values")?);
+            let text_features = clip.text_projection.forward(text.pooler_output.clone());
+            let image_features = clip.visual_projection.forward(vision.pooler_output.clone());
+            contrastive_outputs(
+                text,
+                vision,
+                text_features,
+                image_features,
+                clip.logit_scale.val(),
+            )
+        }
+        ModelKind::AltClip => {
+            let mut config: vl_models::AltClipConfig = parse(&config_path, &config_text)?;
+            config.text_config.roberta.model_type = vl_models::bert::BertFamily::Roberta;
+            let (alt, _) =
+                import::clip::load_altclip(&config, tensors, device).map_err(import_err)?;
+            let text = alt.text_model.forward(&inputs.text()?);
+            let vision = alt.vision_model.forward(inputs.float::<4>("pixel_values")?);
+            let text_features = alt.text_projection.forward(text.pooler_output.clone());
+            let image_features = alt.visual_projection.forward(vision.pooler_output.clone());
+            let tower = vl_models::clip::TowerOutput {
+                last_hidden_state: text.last_hidden_state,
+                pooler_output: text.pooler_output,
+            };
+            let mut computed = contrastive_outputs(
+                tower,
+                vision,
+                text_features,
+                image_features,
+                alt.logit_scale.val(),
+            );
+            computed.insert(
+                "roberta_last_hidden_state",
+                text.roberta_last_hidden_state.into_data(),
+            );
+            computed
+        }
+        ModelKind::Albef => {
+            let config: vl_models::AlbefConfig = parse(&config_path, &config_text)?;
+            let checkpoint =
+                import::albef::load_albef(&config, tensors, device).map_err(import_err)?;
+            albef_outputs(&checkpoint.model, &inputs)?
+        }
+    };
+
+    let mut checks = Vec::new();
+    for name in model.outputs() {
+        let Some(expected) = io.get(name) else {
+            continue;
+        };
+        checks.push(compare(name, expected, computed.get(name)));
+    }
+    Ok(ParityReport {
+        dir: dir.to_owned(),
+        model,
+        outputs: checks,
+        tolerance,
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ParityError> {
+    serde_json::from_str(text).map_err(|e| ParityError::Fixture {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+type Computed = BTreeMap<&'static str, TensorData>;
+
+fn outputs<const D: usize, const N: usize>(pairs: [(&'static str, Tensor<D>); N]) -> Computed {
+    pairs.into_iter().map(|(k, v)| (k, v.into_data())).collect()
+}
+
+fn contrastive_outputs(
+    text: vl_models::clip::TowerOutput,
+    vision: vl_models::clip::TowerOutput,
+    text_features: Tensor<2>,
+    image_features: Tensor<2>,
+    logit_scale: Tensor<1>,
+) -> Computed {
+    let joint = vl_models::clip::contrastive_logits(
+        text_features.clone(),
+        image_features.clone(),
+        logit_scale,
+    );
+    let mut computed = outputs([
+        ("text_last_hidden_state", text.last_hidden_state),
+        ("vision_last_hidden_state", vision.last_hidden_state),
+    ]);
+    computed.extend(outputs([
+        ("text_pooler_output", text.pooler_output),
+        ("vision_pooler_output", vision.pooler_output),
+        ("text_features", text_features),
+        ("image_features", image_features),
+        ("text_embeds", joint.text_embeds),
+        ("image_embeds", joint.image_embeds),
+        ("logits_per_image", joint.logits_per_image),
+        ("logits_per_text", joint.logits_per_text),
+    ]));
+    computed
+}
+
+fn albef_outputs(model: &vl_models::Albef, inputs: &Inputs) -> Result<Computed, ParityError> {
+    let text = inputs.text()?;
+    let image_embeds = model.image_embeds(inputs.float::<4>("image")?);
+    let image_feat = model.image_feat(image_embeds.clone());
+    let text_embeds = model.text_embeds(&text);
+    let text_feat = model.text_feat(text_embeds.clone());
+    let sim_i2t = image_feat.clone().matmul(text_feat.clone().transpose())
+        / model.temp.val().unsqueeze::<2>();
+    let fusion = model.fusion(
+        text_embeds.clone(),
+        text.padding.clone(),
+        image_embeds.clone(),
+    );
+    let multimodal = model.multimodal(&text, image_embeds.clone());
+    let mut computed = outputs([
+        ("image_embeds", image_embeds),
+        ("text_embeds", text_embeds),
+        ("fusion_last_hidden_state", fusion.clone()),
+        ("multimodal_last_hidden_state", multimodal.clone()),
+    ]);
+    computed.extend(outputs([
+        ("image_feat", image_feat),
+        ("text_feat", text_feat),
+        ("sim_i2t", sim_i2t),
+        ("itm_logits", model.itm_logits(fusion)),
+    ]));
+    if model.has_mlm_head() {
+        computed.insert("mlm_logits", model.mlm_logits(multimodal).into_data());
+    }
+    if inputs.io.contains("pos_embed_in") {
+        let table = inputs.float::<3>("pos_embed_in")?;
+        computed.insert(
+            "pos_embed_interp_6x6",
+            vl_models::vit::interpolate_pos_embed(table, 6).into_data(),
+        );
+    }
+    Ok(computed)
+}
+
+fn compare(name: &str, expected: &TensorData, actual: Option<&TensorData>) -> OutputCheck {
+    let expected_shape = expected.shape().to_vec();
+    let Some(actual) = actual else {
+        return OutputCheck {
+            name: name.to_owned(),
+            expected_shape,
+            actual_shape: None,
+            max_abs_error: None,
+        };
+    };
+    let actual_shape = actual.shape().to_vec();
+    let max_abs_error = (actual_shape == expected_shape).then(|| {
+        let e = expected.clone().convert::<f32>();
+        let a = actual.clone().convert::<f32>();
+        e.as_slice::<f32>()
+            .expect("f32")
+            .iter()
+            .zip(a.as_slice::<f32>().expect("f32"))
+            .map(|(x, y)| {
+                if x.is_nan() || y.is_nan() {
+                    f32::INFINITY
+                } else {
+                    (x - y).abs()
+                }
+            })
+            .fold(0.0, f32::max)
+    });
+    OutputCheck {
+        name: name.to_owned(),
+        expected_shape,
+        actual_shape: Some(actual_shape),
+        max_abs_error,
+    }
+}
+
+/// Typed access to the inputs of `io.safetensors`.
+struct Inputs<'a> {
+    io: &'a TensorMap,
+    device: &'a Device,
+}
+
+impl Inputs<'_> {
+    fn get(&self, name: &str) -> Result<TensorData, ParityError> {
+        self.io
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ParityError::Fixture {
+                path: PathBuf::from("io.safetensors"),
+                message: format!("input `{name}` is missing"),
+            })
+    }
+
+    fn int(&self, name: &str) -> Result<Tensor<2, Int>, ParityError> {
+        Ok(Tensor::from_data(
+            self.get(name)?.convert::<i64>(),
+            self.device,
+        ))
+    }
+
+    fn float<const D: usize>(&self, name: &str) -> Result<Tensor<D>, ParityError> {
+        Ok(Tensor::from_data(
+            self.get(name)?.convert::<f32>(),
+            self.device,
+        ))
+    }
+
+    fn padding(&self) -> Result<Option<Tensor<2, Bool>>, ParityError> {
+        if !self.io.contains("attention_mask") {
+            return Ok(None);
+        }
+        Ok(Some(padding_mask(self.int("attention_mask")?)))
+    }
+
+    fn text(&self) -> Result<TextInput, ParityError> {
+        let mut text = TextInput::new(self.int("input_ids")?);
+        text.padding = self.padding()?;
+        if self.io.contains("token_type_ids") {
+            text.token_type_ids = Some(self.int("token_type_ids")?);
+        }
+        Ok(text)
+    }
+}

@@ -1,0 +1,51 @@
+//! `cargo xtask ci`: what CI runs, in the order that fails fastest.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+use crate::material::{minilm_dir, run, workspace_root};
+
+/// Runs every check; stops at the first failure.
+pub fn run_all() -> anyhow::Result<ExitCode> {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = || {
+        let mut c = Command::new(&cargo);
+        c.current_dir(&root);
+        c
+    };
+    step("format");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step("lints");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("tests");
+    run(cargo().args(["test", "--workspace"]))?;
+    step("real weights: all-MiniLM-L6-v2");
+    let minilm = minilm_dir(Path::new("python3"))?;
+    run(cargo()
+        .args([
+            "test",
+            "-p",
+            "vl-tests",
+            "--test",
+            "minilm",
+            "--",
+            "--ignored",
+        ])
+        .env("MINILM_DIR", minilm))?;
+    step("GPU backends compile (wgpu, cuda)");
+    run(cargo().args(["check", "-p", "vl-backend", "--features", "wgpu,cuda"]))?;
+    step("all checks passed");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn step(name: &str) {
+    eprintln!("\n==> {name}");
+}
