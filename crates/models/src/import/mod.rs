@@ -329,6 +329,36 @@ impl TensorMap {
     pub fn into_entries(self) -> impl Iterator<Item = (String, TensorData)> {
         self.tensors.into_iter()
     }
+
+    /// Writes the map as a safetensors file (floats as f32, integers as
+    /// i64), through a temporary file renamed into place.
+    pub fn write_safetensors(&self, path: &Path) -> Result<(), ImportError> {
+        use safetensors::{Dtype, tensor::TensorView};
+        let err = |message: String| ImportError::Read {
+            path: path.to_owned(),
+            message,
+        };
+        let mut buffers = Vec::with_capacity(self.tensors.len());
+        for (name, data) in &self.tensors {
+            let (dtype, data) = if is_float(data.dtype()) {
+                (Dtype::F32, data.clone().convert::<f32>())
+            } else {
+                (Dtype::I64, data.clone().convert::<i64>())
+            };
+            buffers.push((name, dtype, data.shape().to_vec(), data.into_bytes()));
+        }
+        let views = buffers
+            .iter()
+            .map(|(name, dtype, shape, bytes)| {
+                TensorView::new(*dtype, shape.clone(), bytes)
+                    .map(|view| (name.as_str(), view))
+                    .map_err(|e| err(format!("{name}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let temp = path.with_extension("safetensors.tmp");
+        safetensors::serialize_to_file(views, None, &temp).map_err(|e| err(e.to_string()))?;
+        std::fs::rename(&temp, path).map_err(|e| err(e.to_string()))
+    }
 }
 
 /// Skips the integer buffers that HF registers next to embeddings
@@ -466,9 +496,11 @@ pub fn load_strict<M: Module>(
     let mut problems = Vec::new();
     let mut report = LoadReport::default();
     let mut found = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
     for (key, data) in tensors.into_entries() {
         let path = to_model_key(rules, &key);
         let shape = data.shape().to_vec();
+        seen.insert(path.clone());
         let Some(model_shape) = expected.get(&path) else {
             match strictness {
                 Strictness::Strict => problems.push(KeyProblem::Unexpected { key, shape }),
@@ -503,7 +535,7 @@ pub fn load_strict<M: Module>(
         found.insert(path, data);
     }
     for (path, shape) in &expected {
-        if !found.contains_key(path) {
+        if !seen.contains(path) {
             problems.push(KeyProblem::Missing {
                 key: to_checkpoint_key(rules, path),
                 expected: shape.clone(),
