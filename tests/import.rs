@@ -10,7 +10,10 @@ use vl_tests::fixture;
 fn bert_fixture() -> (BertConfig, TensorMap) {
     let dir = fixture("bert");
     let config = import::bert::read_config(&dir).unwrap();
-    (config, TensorMap::read(&dir.join("model.safetensors")).unwrap())
+    (
+        config,
+        TensorMap::read(&dir.join("model.safetensors")).unwrap(),
+    )
 }
 
 fn problems(result: Result<impl std::fmt::Debug, ImportError>) -> (Vec<KeyProblem>, String) {
@@ -39,7 +42,10 @@ fn a_renamed_key_is_reported_missing_and_unexpected_by_name() {
         key: "encoder.layer.0.attention.self.quary.weight".into(),
         shape: vec![32, 32]
     }));
-    assert!(message.contains("missing key `encoder.layer.0.attention.self.query.weight`"), "{message}");
+    assert!(
+        message.contains("missing key `encoder.layer.0.attention.self.query.weight`"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -56,17 +62,28 @@ fn a_wrong_shape_names_the_key_and_both_shapes() {
             model: vec![37, 32]
         }]
     );
-    assert!(message.contains("[36, 32] in the checkpoint, [37, 32] in the model"), "{message}");
+    assert!(
+        message.contains("[36, 32] in the checkpoint, [37, 32] in the model"),
+        "{message}"
+    );
 }
 
 #[test]
 fn non_strict_mode_lists_unexpected_keys_instead() {
     let (config, mut tensors) = bert_fixture();
-    tensors.insert("classifier.weight", TensorData::new(vec![0f32; 64], [2, 32]));
+    tensors.insert(
+        "classifier.weight",
+        TensorData::new(vec![0f32; 64], [2, 32]),
+    );
     let model = config.init(&Device::flex());
     let rules = import::bert::encoder_rules();
     tensors.skip_where(import::skip_hf_buffers);
-    let strict = import::load_strict(model.clone(), tensors.clone(), &rules, import::Strictness::Strict);
+    let strict = import::load_strict(
+        model.clone(),
+        tensors.clone(),
+        &rules,
+        import::Strictness::Strict,
+    );
     assert!(strict.is_err());
     // The fixture has a pooler; this model was built without, so widen it.
     let model = BertConfig {
@@ -74,7 +91,8 @@ fn non_strict_mode_lists_unexpected_keys_instead() {
         ..import::bert::read_config(&fixture("bert")).unwrap()
     }
     .init(&Device::flex());
-    let (_, report) = import::load_strict(model, tensors, &rules, import::Strictness::AllowUnexpected).unwrap();
+    let (_, report) =
+        import::load_strict(model, tensors, &rules, import::Strictness::AllowUnexpected).unwrap();
     assert_eq!(report.unexpected, vec!["classifier.weight".to_owned()]);
 }
 
@@ -83,7 +101,10 @@ fn an_untied_mlm_decoder_is_refused() {
     let dir = fixture("bert_mlm");
     let config = import::bert::read_config(&dir).unwrap();
     let mut tensors = TensorMap::read(&dir.join("model.safetensors")).unwrap();
-    let vocab = tensors.get("bert.embeddings.word_embeddings.weight").unwrap().clone();
+    let vocab = tensors
+        .get("bert.embeddings.word_embeddings.weight")
+        .unwrap()
+        .clone();
     let shape = vocab.shape().to_vec();
     tensors.insert(
         "cls.predictions.decoder.weight",
@@ -104,8 +125,14 @@ fn altclip_loads_either_vision_layer_spelling() {
     let hub = TensorMap::read(&dir.join("model.safetensors")).unwrap();
     assert!(hub.has_prefix("vision_model.encoder.layers."));
     let mut saved = hub.clone();
-    saved.replace_prefix("vision_model.encoder.layers.", "vision_model.encoder.layer.");
-    saved.replace_prefix("text_model.roberta.encoder.layer.", "text_model.roberta.encoder.layers.");
+    saved.replace_prefix(
+        "vision_model.encoder.layers.",
+        "vision_model.encoder.layer.",
+    );
+    saved.replace_prefix(
+        "text_model.roberta.encoder.layer.",
+        "text_model.roberta.encoder.layers.",
+    );
     let device = Device::flex();
     let (a, _) = import::clip::load_altclip(&config, hub, &device).unwrap();
     let (b, _) = import::clip::load_altclip(&config, saved, &device).unwrap();
@@ -117,10 +144,13 @@ fn albef_pth_loads_online_momentum_and_queues() {
     // checkpoint.pth is laid out as the official ALBEF.pth: `{"model": …}`
     // with `*_m` momentum copies, queues, the tied decoder and position ids.
     let dir = fixture("albef");
-    let config: AlbefConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let config: AlbefConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let device = Device::flex();
-    let pth = import::albef::load_albef_file(&dir.join("checkpoint.pth"), &config, &device).unwrap();
-    let reference = import::albef::load_albef_file(&dir.join("model.safetensors"), &config, &device).unwrap();
+    let pth =
+        import::albef::load_albef_file(&dir.join("checkpoint.pth"), &config, &device).unwrap();
+    let reference =
+        import::albef::load_albef_file(&dir.join("model.safetensors"), &config, &device).unwrap();
     assert_same_parameters(&pth.model, &reference.model);
     assert!(pth.model.has_mlm_head());
 
@@ -133,7 +163,10 @@ fn albef_pth_loads_online_momentum_and_queues() {
     assert_ne!(online, stored, "momentum must not be the online copy");
 
     let queues = pth.queues.expect("queues");
-    assert_eq!(queues.image_queue.shape().to_vec(), vec![config.embed_dim, 8]);
+    assert_eq!(
+        queues.image_queue.shape().to_vec(),
+        vec![config.embed_dim, 8]
+    );
     assert_eq!(queues.queue_ptr, 3);
     assert!(queues.idx_queue.is_none());
 }
@@ -157,7 +190,10 @@ fn assert_same_parameters<M: Module>(a: &M, b: &M) {
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.name, y.name);
-        let (dx, dy) = (burn::store::bridge::to_data(x).unwrap(), burn::store::bridge::to_data(y).unwrap());
+        let (dx, dy) = (
+            burn::store::bridge::to_data(x).unwrap(),
+            burn::store::bridge::to_data(y).unwrap(),
+        );
         assert_eq!(dx, dy, "{} differs", x.name);
     }
 }

@@ -18,7 +18,8 @@ use vl_tests::fixture;
 fn minilm_mean_pooled_embeddings_match_sentence_transformers() {
     let dir = PathBuf::from(std::env::var("MINILM_DIR").expect("MINILM_DIR"));
     let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("minilm/reference.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture("minilm/reference.json")).unwrap())
+            .unwrap();
     let sentences: Vec<&str> = reference["sentences"]
         .as_array()
         .unwrap()
@@ -29,7 +30,12 @@ fn minilm_mean_pooled_embeddings_match_sentence_transformers() {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32))
+        .flat_map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+        })
         .collect();
 
     let device = Device::flex();
@@ -40,7 +46,10 @@ fn minilm_mean_pooled_embeddings_match_sentence_transformers() {
     let (ids, mask) = batch.to_tensors(&device);
 
     let hidden = model
-        .forward(&TextInput::new(ids).with_padding(padding_mask(mask.clone())), None)
+        .forward(
+            &TextInput::new(ids).with_padding(padding_mask(mask.clone())),
+            None,
+        )
         .last_hidden_state;
     let [b, len, d] = hidden.dims();
     let weights = mask.float().reshape([b, len, 1]);
@@ -51,7 +60,14 @@ fn minilm_mean_pooled_embeddings_match_sentence_transformers() {
     let actual = embeddings.into_data().convert::<f32>();
     let actual = actual.as_slice::<f32>().unwrap();
     assert_eq!(actual.len(), expected.len());
-    let max_error = actual.iter().zip(&expected).map(|(a, e)| (a - e).abs()).fold(0.0, f32::max);
-    println!("MiniLM: {} sentences, max abs error {max_error:.3e}", sentences.len());
+    let max_error = actual
+        .iter()
+        .zip(&expected)
+        .map(|(a, e)| (a - e).abs())
+        .fold(0.0, f32::max);
+    println!(
+        "MiniLM: {} sentences, max abs error {max_error:.3e}",
+        sentences.len()
+    );
     assert!(max_error <= 1e-4, "max abs error {max_error}");
 }

@@ -10,9 +10,25 @@ const TOLERANCE: f32 = 1e-4;
 fn every_fixture_matches_pytorch() {
     let device = Device::flex();
     let fixtures = parity_fixtures();
-    let names: Vec<_> = fixtures.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    for expected in ["albef", "albef_finetuned", "altclip", "bert", "bert_mlm", "clip", "clip_first_eos", "vit", "xlm_roberta"] {
-        assert!(names.iter().any(|n| n == expected), "fixture {expected} is missing");
+    let names: Vec<_> = fixtures
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for expected in [
+        "albef",
+        "albef_finetuned",
+        "altclip",
+        "bert",
+        "bert_mlm",
+        "clip",
+        "clip_first_eos",
+        "vit",
+        "xlm_roberta",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "fixture {expected} is missing"
+        );
     }
     let mut failures = Vec::new();
     for dir in fixtures {
@@ -22,7 +38,11 @@ fn every_fixture_matches_pytorch() {
             failures.push(report.to_string());
         }
     }
-    assert!(failures.is_empty(), "parity failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "parity failures:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -38,9 +58,16 @@ fn a_perturbed_weight_fails_parity() {
     let mut tensors = TensorMap::read(&source.join("model.safetensors")).unwrap();
     let key = "encoder.layer.1.output.LayerNorm.bias";
     let bias = tensors.remove(key).unwrap().convert::<f32>();
-    let shifted: Vec<f32> = bias.as_slice::<f32>().unwrap().iter().map(|v| v + 0.01).collect();
+    let shifted: Vec<f32> = bias
+        .as_slice::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v + 0.01)
+        .collect();
     tensors.insert(key, TensorData::new(shifted, bias.shape().to_vec()));
-    tensors.write_safetensors(&dir.join("model.safetensors")).unwrap();
+    tensors
+        .write_safetensors(&dir.join("model.safetensors"))
+        .unwrap();
 
     let report = vl_parity::check_dir(&dir, TOLERANCE, &Device::flex()).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();

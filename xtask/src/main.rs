@@ -3,6 +3,8 @@
 //! - `parity DIR… [--tol 1e-4] [--backend cpu]`: compare our models with a
 //!   PyTorch fixture (see `docs/parity.md`).
 //! - `fixtures --python VENV/bin/python`: regenerate the committed fixtures.
+//! - `gen-world --out DIR --seed N --image-size S --images K`: write the
+//!   synthetic shapes world (see `docs/datasets.md`).
 //! - `ci`: everything CI runs (`.ci/run` calls it).
 
 use std::path::PathBuf;
@@ -48,6 +50,27 @@ enum Command {
     /// Run what CI runs: format, lints, GPU-feature build check, tests, and
     /// the real-weights MiniLM test.
     Ci,
+    /// Generate the synthetic shapes world.
+    GenWorld {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of everything.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 64)]
+        image_size: u32,
+        /// Number of images (all splits).
+        #[arg(long, default_value_t = 6000)]
+        images: usize,
+        /// Images held out for validation and for testing (each).
+        #[arg(long, default_value_t = 250)]
+        held_out: usize,
+        /// Fraction of training captions to corrupt.
+        #[arg(long, default_value_t = 0.0)]
+        caption_noise: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,5 +104,33 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ci => ci::run_all(),
+        Command::GenWorld {
+            out,
+            seed,
+            image_size,
+            images,
+            held_out,
+            caption_noise,
+        } => {
+            let config = vl_data::world::WorldConfig {
+                seed,
+                image_size,
+                images,
+                val_images: held_out,
+                test_images: held_out,
+                caption_noise,
+                ..Default::default()
+            };
+            let start = std::time::Instant::now();
+            let summary = vl_data::world::write_world(&config, &out)?;
+            println!(
+                "wrote {} (train/val/test images {:?}, {} annotation files) in {:.1}s",
+                out.display(),
+                summary.images,
+                summary.files.len(),
+                start.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -33,8 +33,14 @@ impl EncodedBatch {
     pub fn to_tensors(&self, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
         let shape = [self.batch, self.len];
         (
-            Tensor::from_data(burn::tensor::TensorData::new(self.ids.clone(), shape), device),
-            Tensor::from_data(burn::tensor::TensorData::new(self.attention_mask.clone(), shape), device),
+            Tensor::from_data(
+                burn::tensor::TensorData::new(self.ids.clone(), shape),
+                device,
+            ),
+            Tensor::from_data(
+                burn::tensor::TensorData::new(self.attention_mask.clone(), shape),
+                device,
+            ),
         )
     }
 }
@@ -77,7 +83,11 @@ impl TextTokenizer {
 
     /// Tokenises a batch, truncating each text to `max_len` tokens (special
     /// tokens included) when given, and padding to the longest.
-    pub fn encode_batch(&self, texts: &[&str], max_len: Option<usize>) -> Result<EncodedBatch, DataError> {
+    pub fn encode_batch(
+        &self,
+        texts: &[&str],
+        max_len: Option<usize>,
+    ) -> Result<EncodedBatch, DataError> {
         let err = |message: String| DataError::Tokenizer {
             path: self.path.clone(),
             message,

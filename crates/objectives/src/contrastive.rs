@@ -31,7 +31,10 @@ pub fn diagonal_targets(batch: usize, columns: usize, device: &Device) -> Tensor
     if columns == batch {
         return eye;
     }
-    Tensor::cat(vec![eye, Tensor::zeros([batch, columns - batch], device)], 1)
+    Tensor::cat(
+        vec![eye, Tensor::zeros([batch, columns - batch], device)],
+        1,
+    )
 }
 
 /// Momentum distillation (ALBEF eq. 6): `α·softmax(sim_m) + (1−α)·ground_truth`.
@@ -61,8 +64,16 @@ impl FeatureQueue {
     pub fn new(dim: usize, size: usize, with_ids: bool, device: &Device) -> Self {
         let unit = |t: Tensor<2>| t.clone() / t.powi_scalar(2).sum_dim(0).sqrt();
         Self {
-            image: unit(Tensor::random([dim, size], Distribution::Normal(0.0, 1.0), device)),
-            text: unit(Tensor::random([dim, size], Distribution::Normal(0.0, 1.0), device)),
+            image: unit(Tensor::random(
+                [dim, size],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            )),
+            text: unit(Tensor::random(
+                [dim, size],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            )),
             ids: with_ids.then(|| Tensor::full([size], -100, device)),
             ptr: 0,
         }
@@ -75,7 +86,11 @@ impl FeatureQueue {
 
     /// The in-batch momentum features followed by the queue:
     /// `[dim, batch + size]` for images and for texts.
-    pub fn with_batch(&self, image_feat_m: Tensor<2>, text_feat_m: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    pub fn with_batch(
+        &self,
+        image_feat_m: Tensor<2>,
+        text_feat_m: Tensor<2>,
+    ) -> (Tensor<2>, Tensor<2>) {
         (
             Tensor::cat(vec![image_feat_m.transpose(), self.image.clone()], 1),
             Tensor::cat(vec![text_feat_m.transpose(), self.text.clone()], 1),
@@ -98,26 +113,45 @@ impl FeatureQueue {
     /// # Panics
     /// If the batch is larger than the queue, or ids are given to a queue
     /// without ids (or the reverse).
-    pub fn enqueue(&mut self, image_feat_m: Tensor<2>, text_feat_m: Tensor<2>, ids: Option<Tensor<1, Int>>) {
+    pub fn enqueue(
+        &mut self,
+        image_feat_m: Tensor<2>,
+        text_feat_m: Tensor<2>,
+        ids: Option<Tensor<1, Int>>,
+    ) {
         let [batch, _] = image_feat_m.dims();
         let size = self.size();
-        assert!(batch <= size, "a batch of {batch} does not fit a queue of {size}");
-        assert_eq!(ids.is_some(), self.ids.is_some(), "ids must be given exactly when the queue keeps them");
+        assert!(
+            batch <= size,
+            "a batch of {batch} does not fit a queue of {size}"
+        );
+        assert_eq!(
+            ids.is_some(),
+            self.ids.is_some(),
+            "ids must be given exactly when the queue keeps them"
+        );
         let first = batch.min(size - self.ptr);
         let write = |queue: Tensor<2>, feats: Tensor<2>, ptr: usize| -> Tensor<2> {
             let dim = queue.dims()[0];
             let feats = feats.transpose();
-            let queue = queue.slice_assign([0..dim, ptr..ptr + first], feats.clone().slice([0..dim, 0..first]));
+            let queue = queue.slice_assign(
+                [0..dim, ptr..ptr + first],
+                feats.clone().slice([0..dim, 0..first]),
+            );
             if first == batch {
                 queue
             } else {
-                queue.slice_assign([0..dim, 0..batch - first], feats.slice([0..dim, first..batch]))
+                queue.slice_assign(
+                    [0..dim, 0..batch - first],
+                    feats.slice([0..dim, first..batch]),
+                )
             }
         };
         self.image = write(self.image.clone(), image_feat_m, self.ptr);
         self.text = write(self.text.clone(), text_feat_m, self.ptr);
         if let (Some(queue), Some(ids)) = (self.ids.take(), ids) {
-            let queue = queue.slice_assign([self.ptr..self.ptr + first], ids.clone().slice([0..first]));
+            let queue =
+                queue.slice_assign([self.ptr..self.ptr + first], ids.clone().slice([0..first]));
             let queue = if first == batch {
                 queue
             } else {
@@ -162,8 +196,14 @@ pub fn itc_loss(
     let temp = temp.unsqueeze::<2>();
     let sim_i2t = image_feat.matmul(text_feat_all) / temp.clone();
     let sim_t2i = text_feat.matmul(image_feat_all) / temp;
-    let loss = (soft_cross_entropy(sim_i2t.clone(), targets_i2t) + soft_cross_entropy(sim_t2i.clone(), targets_t2i)) / 2.0;
-    ItcLoss { loss, sim_i2t, sim_t2i }
+    let loss = (soft_cross_entropy(sim_i2t.clone(), targets_i2t)
+        + soft_cross_entropy(sim_t2i.clone(), targets_t2i))
+        / 2.0;
+    ItcLoss {
+        loss,
+        sim_i2t,
+        sim_t2i,
+    }
 }
 
 /// CLIP's symmetric contrastive loss: the mean of the cross-entropies of
@@ -175,7 +215,9 @@ pub fn itc_loss(
 pub fn clip_loss(logits_per_text: Tensor<2>) -> Tensor<1> {
     let [batch, _] = logits_per_text.dims();
     let eye = Tensor::<2>::eye(batch, &logits_per_text.device());
-    (soft_cross_entropy(logits_per_text.clone(), eye.clone()) + soft_cross_entropy(logits_per_text.transpose(), eye)) / 2.0
+    (soft_cross_entropy(logits_per_text.clone(), eye.clone())
+        + soft_cross_entropy(logits_per_text.transpose(), eye))
+        / 2.0
 }
 
 /// `true` where row and column share an id (the pairs that must not serve
@@ -194,7 +236,12 @@ mod tests {
 
     fn column(queue: &Tensor<2>, col: usize) -> Vec<f32> {
         let dim = queue.dims()[0];
-        queue.clone().slice([0..dim, col..col + 1]).into_data().try_to_vec::<f32>().unwrap()
+        queue
+            .clone()
+            .slice([0..dim, col..col + 1])
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
     }
 
     #[test]
@@ -203,7 +250,8 @@ mod tests {
         let mut queue = FeatureQueue::new(2, 5, true, &device);
         for step in 0..4 {
             let base = step as f32 * 10.0;
-            let feats = Tensor::<2>::from_data([[base, base + 1.0], [base + 2.0, base + 3.0]], &device);
+            let feats =
+                Tensor::<2>::from_data([[base, base + 1.0], [base + 2.0, base + 3.0]], &device);
             let ids = Tensor::<1, Int>::from_data([step * 2, step * 2 + 1], &device);
             queue.enqueue(feats.clone(), feats, Some(ids));
         }
@@ -215,7 +263,13 @@ mod tests {
         assert_eq!(column(&queue.image, 2), vec![32.0, 33.0]);
         assert_eq!(column(&queue.image, 3), vec![12.0, 13.0]);
         assert_eq!(column(&queue.text, 4), vec![20.0, 21.0]);
-        let ids = queue.ids.unwrap().into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
+        let ids = queue
+            .ids
+            .unwrap()
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap();
         assert_eq!(ids, vec![5, 6, 7, 3, 4]);
     }
 
@@ -224,7 +278,10 @@ mod tests {
         let device = Device::flex();
         let ids = Tensor::<1, Int>::from_data([7, 3], &device);
         let all = Tensor::<1, Int>::from_data([7, 3, 7, -100, 7], &device);
-        let targets = id_targets(ids, all).into_data().try_to_vec::<f32>().unwrap();
+        let targets = id_targets(ids, all)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         let third = 1.0 / 3.0;
         let expected = [third, 0.0, third, 0.0, third, 0.0, 1.0, 0.0, 0.0, 0.0];
         for (t, e) in targets.iter().zip(expected) {

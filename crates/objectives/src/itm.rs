@@ -53,7 +53,11 @@ pub fn sample_hard_negatives(
 ) -> HardNegatives {
     let [batch, _] = sim_i2t.dims();
     let host = |weights: Tensor<2>| -> Vec<f32> {
-        weights.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 weights")
+        weights
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 weights")
     };
     let allowed = host(positives.clone().bool_not().float());
     let weights_t2i = host(negative_weights(sim_t2i, positives.clone()));
@@ -102,7 +106,11 @@ fn categorical(weights: &[f32], uniform: &mut dyn FnMut() -> f64) -> Option<usiz
 /// `logits`: `[3·batch, 2]` → `[1]`
 pub fn itm_loss(logits: Tensor<2>) -> Tensor<1> {
     let [rows, _] = logits.dims();
-    assert_eq!(rows % 3, 0, "ITM expects batch positives and 2·batch negatives");
+    assert_eq!(
+        rows % 3,
+        0,
+        "ITM expects batch positives and 2·batch negatives"
+    );
     let batch = rows / 3;
     let labels: Vec<i64> = (0..rows).map(|i| i64::from(i < batch)).collect();
     let labels = Tensor::<1, Int>::from_data(labels.as_slice(), &logits.device());
@@ -127,11 +135,27 @@ mod tests {
             let ids: Vec<i64> = (0..batch as i64).map(|i| i / 2).collect();
             let ids = Tensor::<1, Int>::from_data(ids.as_slice(), &device);
             let positives = crate::contrastive::same_id(ids.clone());
-            let negatives = sample_hard_negatives(sim.clone(), sim.transpose(), positives, &mut rng);
-            let ids = ids.into_data().convert::<i64>().try_into_vec::<i64>().unwrap();
-            for (b, (&img, &txt)) in negatives.image_for_text.iter().zip(&negatives.text_for_image).enumerate() {
-                assert_ne!(ids[img], ids[b], "trial {trial}: image {img} shares text {b}'s image");
-                assert_ne!(ids[txt], ids[b], "trial {trial}: text {txt} is a caption of image {b}");
+            let negatives =
+                sample_hard_negatives(sim.clone(), sim.transpose(), positives, &mut rng);
+            let ids = ids
+                .into_data()
+                .convert::<i64>()
+                .try_into_vec::<i64>()
+                .unwrap();
+            for (b, (&img, &txt)) in negatives
+                .image_for_text
+                .iter()
+                .zip(&negatives.text_for_image)
+                .enumerate()
+            {
+                assert_ne!(
+                    ids[img], ids[b],
+                    "trial {trial}: image {img} shares text {b}'s image"
+                );
+                assert_ne!(
+                    ids[txt], ids[b],
+                    "trial {trial}: text {txt} is a caption of image {b}"
+                );
             }
         }
     }
@@ -140,9 +164,14 @@ mod tests {
     fn sampling_follows_the_softmax() {
         // With one dominant similarity the negative is almost always it.
         let device = Device::flex();
-        let sim = Tensor::<2>::from_data([[9.0, 8.0, 0.0], [0.0, 9.0, 8.0], [8.0, 0.0, 9.0]], &device);
+        let sim =
+            Tensor::<2>::from_data([[9.0, 8.0, 0.0], [0.0, 9.0, 8.0], [8.0, 0.0, 9.0]], &device);
         let positives = Tensor::<2, Bool>::from_data(
-            [[true, false, false], [false, true, false], [false, false, true]],
+            [
+                [true, false, false],
+                [false, true, false],
+                [false, false, true],
+            ],
             &device,
         );
         let mut rng = StdRng::seed_from_u64(1);

@@ -67,10 +67,17 @@ pub fn mask_tokens(ids: &[i64], config: &MaskingConfig, rng: &mut impl RngExt) -
 ///
 /// # Shapes
 /// `logits`, `soft_targets`: `[masked, vocab]`; `targets`: `[masked]` → `[1]`
-pub fn mlm_loss(logits: Tensor<2>, targets: Tensor<1, Int>, soft_targets: Option<Tensor<2>>, alpha: f64) -> Tensor<1> {
+pub fn mlm_loss(
+    logits: Tensor<2>,
+    targets: Tensor<1, Int>,
+    soft_targets: Option<Tensor<2>>,
+    alpha: f64,
+) -> Tensor<1> {
     let hard = cross_entropy(logits.clone(), targets);
     match soft_targets {
-        Some(soft) if alpha > 0.0 => hard * (1.0 - alpha) + soft_cross_entropy(logits, soft) * alpha,
+        Some(soft) if alpha > 0.0 => {
+            hard * (1.0 - alpha) + soft_cross_entropy(logits, soft) * alpha
+        }
         _ => hard,
     }
 }
@@ -94,7 +101,10 @@ mod tests {
     fn masking_rates_follow_the_recipe() {
         let mut rng = StdRng::seed_from_u64(3);
         // Rows: [CLS]=1, 30 words, 9 pads.
-        let row: Vec<i64> = std::iter::once(1).chain((10..40).map(|i| i)).chain(std::iter::repeat_n(0, 9)).collect();
+        let row: Vec<i64> = std::iter::once(1)
+            .chain((10..40).map(|i| i))
+            .chain(std::iter::repeat_n(0, 9))
+            .collect();
         let ids: Vec<i64> = row.iter().cycle().take(row.len() * 2000).copied().collect();
         let masked = mask_tokens(&ids, &config(), &mut rng);
         let words = 30.0 * 2000.0;
@@ -111,11 +121,19 @@ mod tests {
                 _ => {}
             }
         }
-        assert!((as_mask / chosen - 0.8).abs() < 0.01, "{}", as_mask / chosen);
+        assert!(
+            (as_mask / chosen - 0.8).abs() < 0.01,
+            "{}",
+            as_mask / chosen
+        );
         // "kept" includes random draws that hit the original id (1 %).
         assert!((kept / chosen - 0.101).abs() < 0.01, "{}", kept / chosen);
         // Unchosen tokens are untouched.
-        let changed = ids.iter().zip(&masked.input_ids).filter(|(a, b)| a != b).count();
+        let changed = ids
+            .iter()
+            .zip(&masked.input_ids)
+            .filter(|(a, b)| a != b)
+            .count();
         assert!(changed <= masked.positions.len());
     }
 }

@@ -32,7 +32,10 @@ pub fn ema_update<M: Module>(momentum: M, online: &M, m: f64) -> M {
         m,
     };
     let updated = momentum.map(&mut update);
-    assert!(update.source.next().is_none(), "online and momentum models differ in parameters");
+    assert!(
+        update.source.next().is_none(),
+        "online and momentum models differ in parameters"
+    );
     updated
 }
 
@@ -51,7 +54,10 @@ struct Ema {
 
 impl ModuleMapper for Ema {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let source = self.source.next().expect("online and momentum models differ in parameters");
+        let source = self
+            .source
+            .next()
+            .expect("online and momentum models differ in parameters");
         let m = self.m;
         param.map(|t| {
             let shape = t.shape();
@@ -96,7 +102,10 @@ mod tests {
         let momentum = fresh_copy(&LinearConfig::new(2, 2).init(&device));
         let updated = ema_update(momentum.clone(), &online, 0.9);
         let expected = momentum.weight.val() * 0.9 + online.weight.val() * 0.1;
-        weights(&updated).assert_approx_eq::<f32>(&expected.into_data(), burn::tensor::Tolerance::absolute(1e-7));
+        weights(&updated).assert_approx_eq::<f32>(
+            &expected.into_data(),
+            burn::tensor::Tolerance::absolute(1e-7),
+        );
     }
 
     #[test]

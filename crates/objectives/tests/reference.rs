@@ -9,7 +9,9 @@ use burn::tensor::{Bool, Device, Int, Tensor};
 use vl_models::import::TensorMap;
 use vl_objectives::contrastive::{diagonal_targets, id_targets, same_id};
 use vl_objectives::itm::negative_weights;
-use vl_objectives::{FeatureQueue, clip_loss, distilled_targets, ema_update, itc_loss, itm_loss, mlm_loss, mse_loss};
+use vl_objectives::{
+    FeatureQueue, clip_loss, distilled_targets, ema_update, itc_loss, itm_loss, mlm_loss, mse_loss,
+};
 
 const TOLERANCE: f32 = 1e-5;
 
@@ -20,7 +22,8 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Self {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/objectives/losses.safetensors");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/objectives/losses.safetensors");
         Self {
             io: TensorMap::read(&path).unwrap(),
             device: Device::flex(),
@@ -28,11 +31,17 @@ impl Fixture {
     }
 
     fn float<const D: usize>(&self, name: &str) -> Tensor<D> {
-        Tensor::from_data(self.io.get(name).unwrap().clone().convert::<f32>(), &self.device)
+        Tensor::from_data(
+            self.io.get(name).unwrap().clone().convert::<f32>(),
+            &self.device,
+        )
     }
 
     fn int<const D: usize>(&self, name: &str) -> Tensor<D, Int> {
-        Tensor::from_data(self.io.get(name).unwrap().clone().convert::<i64>(), &self.device)
+        Tensor::from_data(
+            self.io.get(name).unwrap().clone().convert::<i64>(),
+            &self.device,
+        )
     }
 }
 
@@ -105,8 +114,16 @@ fn itm_weights_and_loss() {
     let f = Fixture::load();
     let sim = f.float::<2>("itc_sim_i2t").slice([0..4, 0..4]);
     let diagonal: Tensor<2, Bool> = same_id(Tensor::arange(0..4, &f.device));
-    assert_close("itm_weights", negative_weights(sim, diagonal), f.float("itm_weights"));
-    assert_close("itm_loss", itm_loss(f.float("itm_logits")), f.float("itm_loss"));
+    assert_close(
+        "itm_weights",
+        negative_weights(sim, diagonal),
+        f.float("itm_weights"),
+    );
+    assert_close(
+        "itm_loss",
+        itm_loss(f.float("itm_logits")),
+        f.float("itm_loss"),
+    );
 }
 
 #[test]
@@ -115,22 +132,47 @@ fn mlm_at_masked_positions_equals_the_reference_over_all_positions() {
     let logits = f.float::<3>("mlm_logits");
     let logits_m = f.float::<3>("mlm_logits_m");
     let [b, l, v] = logits.dims();
-    let labels: Vec<i64> = f.io.get("mlm_labels").unwrap().clone().convert::<i64>().try_into_vec().unwrap();
-    let positions: Vec<i64> = (0..labels.len()).filter(|&i| labels[i] != -100).map(|i| i as i64).collect();
+    let labels: Vec<i64> =
+        f.io.get("mlm_labels")
+            .unwrap()
+            .clone()
+            .convert::<i64>()
+            .try_into_vec()
+            .unwrap();
+    let positions: Vec<i64> = (0..labels.len())
+        .filter(|&i| labels[i] != -100)
+        .map(|i| i as i64)
+        .collect();
     let targets: Vec<i64> = positions.iter().map(|&i| labels[i as usize]).collect();
     let rows = Tensor::<1, Int>::from_data(positions.as_slice(), &f.device);
     let targets = Tensor::<1, Int>::from_data(targets.as_slice(), &f.device);
     let pick = |t: Tensor<3>| t.reshape([b * l, v]).select(0, rows.clone());
     let soft = softmax(pick(logits_m), 1);
-    assert_close("mlm_loss_ce", mlm_loss(pick(logits.clone()), targets.clone(), None, 0.4), f.float("mlm_loss_ce"));
-    assert_close("mlm_loss", mlm_loss(pick(logits), targets, Some(soft), 0.4), f.float("mlm_loss"));
+    assert_close(
+        "mlm_loss_ce",
+        mlm_loss(pick(logits.clone()), targets.clone(), None, 0.4),
+        f.float("mlm_loss_ce"),
+    );
+    assert_close(
+        "mlm_loss",
+        mlm_loss(pick(logits), targets, Some(soft), 0.4),
+        f.float("mlm_loss"),
+    );
 }
 
 #[test]
 fn altclip_losses() {
     let f = Fixture::load();
-    assert_close("mse_loss", mse_loss(f.float("student"), f.float("teacher")), f.float("mse_loss"));
-    assert_close("clip_loss", clip_loss(f.float("logits_per_text")), f.float("clip_loss"));
+    assert_close(
+        "mse_loss",
+        mse_loss(f.float("student"), f.float("teacher")),
+        f.float("mse_loss"),
+    );
+    assert_close(
+        "clip_loss",
+        clip_loss(f.float("logits_per_text")),
+        f.float("clip_loss"),
+    );
 }
 
 #[test]
