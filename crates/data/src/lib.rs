@@ -2,10 +2,15 @@
 //! tokenizers, and (with the training pipeline) manifests, image transforms
 //! and loaders.
 
+pub mod loader;
+pub mod manifest;
 pub mod tokenizer;
+pub mod transforms;
 pub mod world;
 
-pub use tokenizer::{EncodedBatch, TextTokenizer};
+pub use loader::{ImageTextBatch, Loader, LoaderConfig};
+pub use manifest::{BadEntries, CaptionedImage, Location, RetrievalSet, Skipped};
+pub use tokenizer::{EncodedBatch, SpecialTokens, TextTokenizer};
 
 /// Errors of the data crate.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +21,22 @@ pub enum DataError {
         /// The file.
         path: std::path::PathBuf,
         /// What went wrong.
+        message: String,
+    },
+    /// A manifest entry is unusable.
+    #[error("{location}: {message}")]
+    Manifest {
+        /// Where the entry is.
+        location: manifest::Location,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An image could not be decoded.
+    #[error("image {path}: {message}")]
+    Image {
+        /// The image file.
+        path: std::path::PathBuf,
+        /// The decoder's message.
         message: String,
     },
     /// A tokenizer file could not be loaded or used.

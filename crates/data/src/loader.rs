@@ -1,0 +1,272 @@
+//! Batches of transformed images and tokenised captions, made ahead of the
+//! model step.
+//!
+//! A background thread assembles the next batches while the model trains on
+//! the current one; within a batch, images are decoded and augmented on
+//! every core (rayon). Each sample's randomness (caption choice, crop,
+//! RandAugment) comes from its own RNG seeded by `(seed, epoch, index)`, so
+//! a batch is the same whatever the thread scheduling, and a resumed run
+//! sees exactly the batches an uninterrupted one would.
+
+use std::path::Path;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use image::RgbImage;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use rayon::prelude::*;
+
+use crate::DataError;
+use crate::manifest::{BadEntries, CaptionedImage, Skipped};
+use crate::tokenizer::{EncodedBatch, TextTokenizer};
+use crate::transforms::{AugmentConfig, eval_transform, to_normalized_chw, train_transform};
+
+/// Decodes an image file to 8-bit RGB.
+pub fn load_rgb(path: &Path) -> Result<RgbImage, DataError> {
+    image::open(path)
+        .map(|i| i.to_rgb8())
+        .map_err(|e| DataError::Image {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// A training batch.
+#[derive(Debug, Clone)]
+pub struct ImageTextBatch {
+    /// `[batch, 3, size, size]`, normalised, row-major.
+    pub pixels: Vec<f32>,
+    /// Image side.
+    pub size: usize,
+    /// The chosen caption of each sample.
+    pub captions: Vec<String>,
+    /// The tokenised captions.
+    pub text: EncodedBatch,
+    /// Each sample's image id (retrieval positives).
+    pub image_ids: Vec<usize>,
+}
+
+impl ImageTextBatch {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.captions.len()
+    }
+
+    /// Whether the batch is empty (every sample skipped).
+    pub fn is_empty(&self) -> bool {
+        self.captions.is_empty()
+    }
+}
+
+/// Settings of a [`Loader`].
+#[derive(Debug, Clone)]
+pub struct LoaderConfig {
+    /// Samples per batch (the last partial batch of an epoch is dropped).
+    pub batch_size: usize,
+    /// Image side after the transform.
+    pub image_size: u32,
+    /// Training augmentation; `None` for the evaluation resize.
+    pub augment: Option<AugmentConfig>,
+    /// Tokens per caption, `[CLS]` included.
+    pub max_tokens: usize,
+    /// Seed of the order and of every augmentation.
+    pub seed: u64,
+    /// Batches prepared ahead of the model.
+    pub prefetch: usize,
+    /// What to do with an undecodable image.
+    pub bad: BadEntries,
+}
+
+/// Shuffled, augmented, tokenised batches of a manifest.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    items: Arc<Vec<CaptionedImage>>,
+    tokenizer: Arc<TextTokenizer>,
+    config: LoaderConfig,
+    skipped: Arc<Mutex<Skipped>>,
+}
+
+impl Loader {
+    /// A loader over `items`.
+    ///
+    /// # Panics
+    /// If there are fewer items than one batch.
+    pub fn new(
+        items: Vec<CaptionedImage>,
+        tokenizer: Arc<TextTokenizer>,
+        config: LoaderConfig,
+    ) -> Self {
+        assert!(
+            items.len() >= config.batch_size && config.batch_size > 0,
+            "{} samples cannot fill a batch of {}",
+            items.len(),
+            config.batch_size
+        );
+        Self {
+            items: Arc::new(items),
+            tokenizer,
+            config,
+            skipped: Arc::default(),
+        }
+    }
+
+    /// Full batches per epoch.
+    pub fn steps_per_epoch(&self) -> usize {
+        self.items.len() / self.config.batch_size
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Images skipped so far as undecodable (under `--skip-bad`).
+    pub fn skipped(&self) -> Skipped {
+        self.skipped.lock().expect("not poisoned").clone()
+    }
+
+    /// The sample order of an epoch.
+    fn order(&self, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.items.len()).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(mix(
+            self.config.seed,
+            epoch as u64,
+            u64::MAX,
+        )));
+        order
+    }
+
+    /// Builds batch `step` of `epoch` on the calling thread.
+    pub fn batch(&self, epoch: usize, step: usize) -> Result<ImageTextBatch, DataError> {
+        let order = self.order(epoch);
+        let b = self.config.batch_size;
+        self.assemble(epoch, &order[step * b..(step + 1) * b])
+    }
+
+    fn assemble(&self, epoch: usize, indices: &[usize]) -> Result<ImageTextBatch, DataError> {
+        let size = self.config.image_size;
+        let samples: Vec<Result<Option<(Vec<f32>, String, usize)>, DataError>> = indices
+            .par_iter()
+            .map(|&index| {
+                let item = &self.items[index];
+                let mut rng =
+                    StdRng::seed_from_u64(mix(self.config.seed, epoch as u64, index as u64));
+                let caption = item.captions[rng.random_range(0..item.captions.len())].clone();
+                let image = match load_rgb(&item.image) {
+                    Ok(image) => image,
+                    Err(e) => {
+                        return match self.config.bad {
+                            BadEntries::Fail => Err(DataError::Manifest {
+                                location: item.location.clone(),
+                                message: e.to_string(),
+                            }),
+                            BadEntries::Skip => {
+                                self.skipped
+                                    .lock()
+                                    .expect("not poisoned")
+                                    .push(&item.location, &e);
+                                Ok(None)
+                            }
+                        };
+                    }
+                };
+                let image = match &self.config.augment {
+                    Some(augment) => train_transform(&image, size, augment, &mut rng),
+                    None => eval_transform(&image, size),
+                };
+                let mut pixels = Vec::with_capacity(3 * (size * size) as usize);
+                to_normalized_chw(&image, &mut pixels);
+                Ok(Some((pixels, caption, item.image_id)))
+            })
+            .collect();
+        let mut pixels = Vec::with_capacity(indices.len() * 3 * (size * size) as usize);
+        let mut captions = Vec::with_capacity(indices.len());
+        let mut image_ids = Vec::with_capacity(indices.len());
+        for sample in samples {
+            if let Some((p, caption, id)) = sample? {
+                pixels.extend(p);
+                captions.push(caption);
+                image_ids.push(id);
+            }
+        }
+        let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
+        let text = self
+            .tokenizer
+            .encode_batch(&refs, Some(self.config.max_tokens))?;
+        Ok(ImageTextBatch {
+            pixels,
+            size: size as usize,
+            captions,
+            text,
+            image_ids,
+        })
+    }
+
+    /// The batches of `epoch` from `start_step` on, prepared by a background
+    /// thread `prefetch` batches ahead.
+    pub fn epoch(&self, epoch: usize, start_step: usize) -> Prefetched {
+        let (sender, receiver) = sync_channel(self.config.prefetch.max(1));
+        let loader = self.clone();
+        std::thread::spawn(move || {
+            let order = loader.order(epoch);
+            let b = loader.config.batch_size;
+            for step in start_step..loader.steps_per_epoch() {
+                let batch = loader.assemble(epoch, &order[step * b..(step + 1) * b]);
+                let failed = batch.is_err();
+                // The receiver hung up: the epoch was abandoned.
+                if sender.send(batch).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Prefetched { receiver }
+    }
+}
+
+/// Batches arriving from a loader's background thread.
+pub struct Prefetched {
+    receiver: Receiver<Result<ImageTextBatch, DataError>>,
+}
+
+impl Iterator for Prefetched {
+    type Item = Result<ImageTextBatch, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.receiver.recv().ok()
+    }
+}
+
+fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut x =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    // splitmix64 finaliser
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Decodes and resizes images for evaluation, in parallel, into one
+/// `[n, 3, size, size]` buffer.
+pub fn eval_pixels(paths: &[impl AsRef<Path> + Sync], size: u32) -> Result<Vec<f32>, DataError> {
+    let images: Vec<Result<Vec<f32>, DataError>> = paths
+        .par_iter()
+        .map(|path| {
+            let image = eval_transform(&load_rgb(path.as_ref())?, size);
+            let mut pixels = Vec::with_capacity(3 * (size * size) as usize);
+            to_normalized_chw(&image, &mut pixels);
+            Ok(pixels)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(paths.len() * 3 * (size * size) as usize);
+    for image in images {
+        out.extend(image?);
+    }
+    Ok(out)
+}

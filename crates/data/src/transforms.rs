@@ -1,0 +1,588 @@
+//! Image transforms and caption cleaning of the ALBEF reference
+//! (salesforce/ALBEF@b9727e4 `dataset/__init__.py`, `dataset/randaugment.py`,
+//! `dataset/utils.py`).
+//!
+//! Images stay 8-bit RGB until [`to_normalized_chw`], as with PIL and
+//! OpenCV in the reference. The resampler follows PIL's antialiased bicubic
+//! (a = −0.5, support widened when downsampling) in floating point, rounding
+//! to 8 bits after each pass, so it lands within one grey level of PIL's
+//! fixed-point result. RandAugment's geometric ops follow `cv2.warpAffine`
+//! (bilinear, constant grey border).
+
+use image::{Rgb, RgbImage};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+/// CLIP's per-channel mean, which ALBEF normalises with.
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// CLIP's per-channel standard deviation.
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+
+/// The random augmentation of training images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AugmentConfig {
+    /// RandomResizedCrop area range (0.2–1.0 in pretraining, 0.5–1.0 in
+    /// fine-tuning).
+    pub crop_scale: (f64, f64),
+    /// Flip horizontally with probability 0.5.
+    pub horizontal_flip: bool,
+    /// RandAugment: number of ops per image (0 disables it).
+    pub randaugment_ops: usize,
+    /// RandAugment magnitude (of 10).
+    pub randaugment_magnitude: f64,
+}
+
+impl Default for AugmentConfig {
+    /// The reference's pretraining augmentation.
+    fn default() -> Self {
+        Self {
+            crop_scale: (0.2, 1.0),
+            horizontal_flip: true,
+            randaugment_ops: 2,
+            randaugment_magnitude: 7.0,
+        }
+    }
+}
+
+/// A training transform: crop, resize, flip, RandAugment.
+pub fn train_transform(
+    image: &RgbImage,
+    size: u32,
+    config: &AugmentConfig,
+    rng: &mut impl RngExt,
+) -> RgbImage {
+    let mut out = random_resized_crop(image, size, config.crop_scale, rng);
+    if config.horizontal_flip && rng.random_bool(0.5) {
+        out = image::imageops::flip_horizontal(&out);
+    }
+    if config.randaugment_ops > 0 {
+        out = rand_augment(
+            &out,
+            config.randaugment_ops,
+            config.randaugment_magnitude,
+            rng,
+        );
+    }
+    out
+}
+
+/// The evaluation transform: resize to `size × size` (aspect not kept).
+pub fn eval_transform(image: &RgbImage, size: u32) -> RgbImage {
+    resize_bicubic(image, size, size)
+}
+
+/// HWC 8-bit → CHW float, scaled to [0, 1] then normalised with
+/// [`CLIP_MEAN`]/[`CLIP_STD`]; appended to `out`.
+pub fn to_normalized_chw(image: &RgbImage, out: &mut Vec<f32>) {
+    let (w, h) = image.dimensions();
+    let plane = (w * h) as usize;
+    let start = out.len();
+    out.resize(start + 3 * plane, 0.0);
+    for (i, pixel) in image.pixels().enumerate() {
+        for c in 0..3 {
+            out[start + c * plane + i] = (pixel.0[c] as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Resampling
+
+fn bicubic_filter(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// Per output index: first input index and normalised weights (PIL's
+/// `precompute_coeffs`).
+fn coefficients(in_size: u32, out_size: u32, offset: f64, span: f64) -> Vec<(usize, Vec<f32>)> {
+    let scale = span / out_size as f64;
+    let filter_scale = scale.max(1.0);
+    let support = 2.0 * filter_scale;
+    (0..out_size)
+        .map(|i| {
+            let center = offset + (i as f64 + 0.5) * scale;
+            let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
+            let hi = ((center + support + 0.5).floor() as usize).min(in_size as usize);
+            let mut weights: Vec<f64> = (lo..hi)
+                .map(|j| bicubic_filter((j as f64 - center + 0.5) / filter_scale))
+                .collect();
+            let total: f64 = weights.iter().sum();
+            if total != 0.0 {
+                weights.iter_mut().for_each(|w| *w /= total);
+            }
+            (lo, weights.into_iter().map(|w| w as f32).collect())
+        })
+        .collect()
+}
+
+/// PIL's antialiased bicubic resize of the box `[x0, x0+w) × [y0, y0+h)`
+/// (fractional boxes allowed) to `out_w × out_h`: horizontal pass, then
+/// vertical, each rounded to 8 bits.
+pub fn resize_box_bicubic(
+    image: &RgbImage,
+    (x0, y0, w, h): (f64, f64, f64, f64),
+    out_w: u32,
+    out_h: u32,
+) -> RgbImage {
+    let (in_w, in_h) = image.dimensions();
+    let horizontal = coefficients(in_w, out_w, x0, w);
+    let vertical = coefficients(in_h, out_h, y0, h);
+    // Only the rows the vertical pass reads.
+    let row_lo = vertical.iter().map(|(lo, _)| *lo).min().unwrap_or(0);
+    let row_hi = vertical
+        .iter()
+        .map(|(lo, w)| lo + w.len())
+        .max()
+        .unwrap_or(0);
+    let mut mid = vec![[0u8; 3]; out_w as usize * (row_hi - row_lo)];
+    for y in row_lo..row_hi {
+        for (x, (lo, weights)) in horizontal.iter().enumerate() {
+            let mut acc = [0f32; 3];
+            for (k, w) in weights.iter().enumerate() {
+                let p = image.get_pixel((lo + k) as u32, y as u32).0;
+                for c in 0..3 {
+                    acc[c] += w * p[c] as f32;
+                }
+            }
+            mid[(y - row_lo) * out_w as usize + x] = acc.map(|v| v.round().clamp(0.0, 255.0) as u8);
+        }
+    }
+    let mut out = RgbImage::new(out_w, out_h);
+    for (y, (lo, weights)) in vertical.iter().enumerate() {
+        for x in 0..out_w as usize {
+            let mut acc = [0f32; 3];
+            for (k, w) in weights.iter().enumerate() {
+                let p = mid[(lo + k - row_lo) * out_w as usize + x];
+                for c in 0..3 {
+                    acc[c] += w * p[c] as f32;
+                }
+            }
+            out.put_pixel(
+                x as u32,
+                y as u32,
+                Rgb(acc.map(|v| v.round().clamp(0.0, 255.0) as u8)),
+            );
+        }
+    }
+    out
+}
+
+/// PIL-style bicubic resize of the whole image.
+pub fn resize_bicubic(image: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
+    let (w, h) = image.dimensions();
+    if (w, h) == (out_w, out_h) {
+        return image.clone();
+    }
+    resize_box_bicubic(image, (0.0, 0.0, w as f64, h as f64), out_w, out_h)
+}
+
+/// torchvision's `RandomResizedCrop(size, scale, ratio=(3/4, 4/3))`: up to
+/// ten tries for a box of random area and aspect inside the image, else a
+/// centre crop with the aspect clamped; then a bicubic resize.
+pub fn random_resized_crop(
+    image: &RgbImage,
+    size: u32,
+    scale: (f64, f64),
+    rng: &mut impl RngExt,
+) -> RgbImage {
+    let (width, height) = image.dimensions();
+    let area = (width * height) as f64;
+    let (log_lo, log_hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(scale.0..=scale.1);
+        let aspect = rng.random_range(log_lo..=log_hi).exp();
+        let w = (target * aspect).sqrt().round() as u32;
+        let h = (target / aspect).sqrt().round() as u32;
+        if 0 < w && w <= width && 0 < h && h <= height {
+            let top = rng.random_range(0..=height - h);
+            let left = rng.random_range(0..=width - w);
+            return resize_box_bicubic(
+                image,
+                (left as f64, top as f64, w as f64, h as f64),
+                size,
+                size,
+            );
+        }
+    }
+    let ratio = width as f64 / height as f64;
+    let (w, h) = if ratio < 3.0 / 4.0 {
+        (width, (width as f64 / (3.0 / 4.0)).round() as u32)
+    } else if ratio > 4.0 / 3.0 {
+        ((height as f64 * 4.0 / 3.0).round() as u32, height)
+    } else {
+        (width, height)
+    };
+    let (top, left) = ((height - h.min(height)) / 2, (width - w.min(width)) / 2);
+    resize_box_bicubic(
+        image,
+        (left as f64, top as f64, w as f64, h as f64),
+        size,
+        size,
+    )
+}
+
+// ---------------------------------------------------------------------------
+// RandAugment (ALBEF's `RandomAugment(2, 7, isPIL=True, augs=[...])`)
+
+/// The ops ALBEF draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AugmentOp {
+    /// No change.
+    Identity,
+    /// Per-channel min–max stretch.
+    AutoContrast,
+    /// Per-channel histogram equalisation (PIL's).
+    Equalize,
+    /// Brighter by `magnitude/10·1.8 + 0.1`.
+    Brightness,
+    /// Sharper by the same factor.
+    Sharpness,
+    /// Shear along x by ±0.3·magnitude/10.
+    ShearX,
+    /// Shear along y.
+    ShearY,
+    /// Shift along x by ±magnitude pixels (`translate_const` 10).
+    TranslateX,
+    /// Shift along y.
+    TranslateY,
+    /// Rotate by ±30°·magnitude/10 about the centre.
+    Rotate,
+}
+
+impl AugmentOp {
+    /// The reference's op list, in its order.
+    pub const ALL: [AugmentOp; 10] = [
+        AugmentOp::Identity,
+        AugmentOp::AutoContrast,
+        AugmentOp::Equalize,
+        AugmentOp::Brightness,
+        AugmentOp::Sharpness,
+        AugmentOp::ShearX,
+        AugmentOp::ShearY,
+        AugmentOp::TranslateX,
+        AugmentOp::TranslateY,
+        AugmentOp::Rotate,
+    ];
+}
+
+/// Draws `n` ops uniformly with replacement and applies each with
+/// probability 0.5 at `magnitude` (of 10), as the reference does.
+pub fn rand_augment(image: &RgbImage, n: usize, magnitude: f64, rng: &mut impl RngExt) -> RgbImage {
+    let ops: Vec<AugmentOp> = (0..n)
+        .map(|_| AugmentOp::ALL[rng.random_range(0..AugmentOp::ALL.len())])
+        .collect();
+    let mut out = image.clone();
+    for op in ops {
+        if rng.random::<f64>() > 0.5 {
+            continue;
+        }
+        out = apply_op(&out, op, magnitude, rng);
+    }
+    out
+}
+
+/// Applies one op (drawing its sign where it has one).
+pub fn apply_op(
+    image: &RgbImage,
+    op: AugmentOp,
+    magnitude: f64,
+    rng: &mut impl RngExt,
+) -> RgbImage {
+    let level = magnitude / 10.0;
+    let factor = level * 1.8 + 0.1;
+    let signed = |v: f64, rng: &mut dyn FnMut() -> f64| if rng() > 0.5 { -v } else { v };
+    let mut uniform = || rng.random::<f64>();
+    let (w, h) = image.dimensions();
+    match op {
+        AugmentOp::Identity => image.clone(),
+        AugmentOp::AutoContrast => auto_contrast(image),
+        AugmentOp::Equalize => equalize(image),
+        AugmentOp::Brightness => map_pixels(image, |v| {
+            (v as f32 * factor as f32).clamp(0.0, 255.0) as u8
+        }),
+        AugmentOp::Sharpness => sharpness(image, factor as f32),
+        AugmentOp::ShearX => warp_affine(
+            image,
+            [
+                [1.0, signed(0.3 * level, &mut uniform), 0.0],
+                [0.0, 1.0, 0.0],
+            ],
+        ),
+        AugmentOp::ShearY => warp_affine(
+            image,
+            [
+                [1.0, 0.0, 0.0],
+                [signed(0.3 * level, &mut uniform), 1.0, 0.0],
+            ],
+        ),
+        AugmentOp::TranslateX => warp_affine(
+            image,
+            [
+                [1.0, 0.0, -signed(10.0 * level, &mut uniform)],
+                [0.0, 1.0, 0.0],
+            ],
+        ),
+        AugmentOp::TranslateY => warp_affine(
+            image,
+            [
+                [1.0, 0.0, 0.0],
+                [0.0, 1.0, -signed(10.0 * level, &mut uniform)],
+            ],
+        ),
+        AugmentOp::Rotate => {
+            // The reference negates when its draw is *below* 0.5.
+            let angle = if uniform() < 0.5 {
+                -30.0 * level
+            } else {
+                30.0 * level
+            };
+            let (a, b) = (angle.to_radians().cos(), angle.to_radians().sin());
+            let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+            warp_affine(
+                image,
+                [
+                    [a, b, (1.0 - a) * cx - b * cy],
+                    [-b, a, b * cx + (1.0 - a) * cy],
+                ],
+            )
+        }
+    }
+}
+
+fn map_pixels(image: &RgbImage, f: impl Fn(u8) -> u8) -> RgbImage {
+    let mut out = image.clone();
+    out.pixels_mut().for_each(|p| p.0 = p.0.map(&f));
+    out
+}
+
+fn auto_contrast(image: &RgbImage) -> RgbImage {
+    let mut out = image.clone();
+    for c in 0..3 {
+        let (lo, hi) = image
+            .pixels()
+            .fold((255u8, 0u8), |(lo, hi), p| (lo.min(p.0[c]), hi.max(p.0[c])));
+        if hi <= lo {
+            continue;
+        }
+        let scale = 255.0 / (hi - lo) as f32;
+        let offset = -(lo as f32) * scale;
+        for p in out.pixels_mut() {
+            p.0[c] = (p.0[c] as f32 * scale + offset).clamp(0.0, 255.0) as u8;
+        }
+    }
+    out
+}
+
+fn equalize(image: &RgbImage) -> RgbImage {
+    let mut out = image.clone();
+    for c in 0..3 {
+        let mut histogram = [0u64; 256];
+        image.pixels().for_each(|p| histogram[p.0[c] as usize] += 1);
+        let last_nonzero = histogram.iter().rposition(|&n| n > 0).unwrap_or(0);
+        let step = (histogram.iter().sum::<u64>() - histogram[last_nonzero]) / 255;
+        if step == 0 {
+            continue;
+        }
+        let mut lut = [0u8; 256];
+        let mut acc = step / 2;
+        for (v, entry) in lut.iter_mut().enumerate() {
+            *entry = (acc / step).min(255) as u8;
+            acc += histogram[v];
+        }
+        out.pixels_mut().for_each(|p| p.0[c] = lut[p.0[c] as usize]);
+    }
+    out
+}
+
+fn sharpness(image: &RgbImage, factor: f32) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let mut out = image.clone();
+    if w < 3 || h < 3 {
+        return out;
+    }
+    // Smoothing kernel [[1,1,1],[1,5,1],[1,1,1]]/13; the one-pixel frame
+    // keeps the original pixels, as in the reference.
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            let mut blurred = [0f32; 3];
+            for dy in 0..3 {
+                for dx in 0..3 {
+                    let weight = if dx == 1 && dy == 1 { 5.0 } else { 1.0 };
+                    let p = image.get_pixel(x + dx - 1, y + dy - 1).0;
+                    for c in 0..3 {
+                        blurred[c] += weight * p[c] as f32 / 13.0;
+                    }
+                }
+            }
+            let original = image.get_pixel(x, y).0;
+            let pixel = std::array::from_fn(|c| {
+                let degenerate = blurred[c].round();
+                // The reference casts without clipping; we clip.
+                (degenerate + factor * (original[c] as f32 - degenerate)).clamp(0.0, 255.0) as u8
+            });
+            out.put_pixel(x, y, Rgb(pixel));
+        }
+    }
+    out
+}
+
+/// `cv2.warpAffine(img, M, (w, h), flags=INTER_LINEAR, borderValue=(128,)*3)`:
+/// each output pixel samples the input at `M⁻¹·(x, y)` bilinearly.
+fn warp_affine(image: &RgbImage, m: [[f64; 3]; 2]) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let det = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+    let inv = [
+        [m[1][1] / det, -m[0][1] / det],
+        [-m[1][0] / det, m[0][0] / det],
+    ];
+    let mut out = RgbImage::new(w, h);
+    for (x, y, pixel) in out.enumerate_pixels_mut() {
+        let (dx, dy) = (x as f64 - m[0][2], y as f64 - m[1][2]);
+        let sx = inv[0][0] * dx + inv[0][1] * dy;
+        let sy = inv[1][0] * dx + inv[1][1] * dy;
+        let (x0, y0) = (sx.floor(), sy.floor());
+        let (fx, fy) = (sx - x0, sy - y0);
+        let sample = |xi: f64, yi: f64| -> [f64; 3] {
+            if xi < 0.0 || yi < 0.0 || xi >= w as f64 || yi >= h as f64 {
+                [128.0; 3]
+            } else {
+                image.get_pixel(xi as u32, yi as u32).0.map(f64::from)
+            }
+        };
+        let (p00, p10, p01, p11) = (
+            sample(x0, y0),
+            sample(x0 + 1.0, y0),
+            sample(x0, y0 + 1.0),
+            sample(x0 + 1.0, y0 + 1.0),
+        );
+        pixel.0 = std::array::from_fn(|c| {
+            let top = p00[c] * (1.0 - fx) + p10[c] * fx;
+            let bottom = p01[c] * (1.0 - fx) + p11[c] * fx;
+            (top * (1.0 - fy) + bottom * fy).round().clamp(0.0, 255.0) as u8
+        });
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Captions
+
+/// ALBEF's `pre_caption`: lower-case, delete `,.'!?"()*#:;~`, turn `-` and
+/// `/` into spaces and `<person>` into `person`, collapse runs of 2+
+/// whitespace, trim, and keep at most `max_words` words.
+pub fn pre_caption(caption: &str, max_words: usize) -> String {
+    let lower = caption.to_lowercase();
+    let deleted: String = lower
+        .chars()
+        .filter(|c| !",.'!?\"()*#:;~".contains(*c))
+        .collect();
+    let replaced = deleted
+        .replace('-', " ")
+        .replace('/', " ")
+        .replace("<person>", "person");
+    let mut collapsed = String::with_capacity(replaced.len());
+    let mut run = String::new();
+    for c in replaced.chars() {
+        if c.is_whitespace() {
+            run.push(c);
+        } else {
+            collapsed.push_str(if run.chars().count() >= 2 { " " } else { &run });
+            run.clear();
+            collapsed.push(c);
+        }
+    }
+    collapsed.push_str(if run.chars().count() >= 2 { " " } else { &run });
+    let trimmed = collapsed.trim_end_matches('\n').trim_matches(' ');
+    let words: Vec<&str> = trimmed.split(' ').collect();
+    if words.len() > max_words {
+        words[..max_words].join(" ")
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    #[test]
+    fn pre_caption_follows_the_reference() {
+        assert_eq!(
+            pre_caption("A man, riding a Horse!", 30),
+            "a man riding a horse"
+        );
+        assert_eq!(
+            pre_caption("  two  dogs -- on a bench/sofa  ", 30),
+            "two dogs on a bench sofa"
+        );
+        assert_eq!(pre_caption("<person> waves", 30), "person waves");
+        assert_eq!(pre_caption("one two three four", 2), "one two");
+    }
+
+    #[test]
+    fn resize_preserves_a_flat_image_and_downsamples_smoothly() {
+        let flat = RgbImage::from_pixel(40, 30, Rgb([10, 200, 77]));
+        let small = resize_bicubic(&flat, 16, 12);
+        assert!(small.pixels().all(|p| p.0 == [10, 200, 77]));
+        // A 1-pixel checkerboard averages to grey when shrunk 4×.
+        let checker = RgbImage::from_fn(32, 32, |x, y| {
+            if (x + y) % 2 == 0 {
+                Rgb([0; 3])
+            } else {
+                Rgb([255; 3])
+            }
+        });
+        let grey = resize_bicubic(&checker, 8, 8);
+        assert!(
+            grey.pixels().all(|p| (p.0[0] as i32 - 128).abs() <= 2),
+            "{:?}",
+            grey.get_pixel(3, 3)
+        );
+    }
+
+    #[test]
+    fn crops_have_the_right_size_and_ops_keep_it() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let image = RgbImage::from_fn(50, 40, |x, y| Rgb([(x * 5) as u8, (y * 6) as u8, 90]));
+        for _ in 0..20 {
+            let crop = random_resized_crop(&image, 24, (0.2, 1.0), &mut rng);
+            assert_eq!(crop.dimensions(), (24, 24));
+        }
+        for op in AugmentOp::ALL {
+            assert_eq!(
+                apply_op(&image, op, 7.0, &mut rng).dimensions(),
+                (50, 40),
+                "{op:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn translation_shifts_content_and_fills_grey() {
+        let image = RgbImage::from_fn(20, 20, |x, _| Rgb([(x * 10) as u8, 0, 0]));
+        // Offset 7: content moves left by 7, the right edge fills with 128.
+        let moved = warp_affine(&image, [[1.0, 0.0, -7.0], [0.0, 1.0, 0.0]]);
+        assert_eq!(moved.get_pixel(0, 5).0[0], 70);
+        assert_eq!(moved.get_pixel(19, 5).0, [128, 128, 128]);
+    }
+
+    #[test]
+    fn normalisation_uses_clip_statistics() {
+        let image = RgbImage::from_pixel(1, 1, Rgb([255, 0, 128]));
+        let mut out = Vec::new();
+        to_normalized_chw(&image, &mut out);
+        assert!((out[0] - (1.0 - CLIP_MEAN[0]) / CLIP_STD[0]).abs() < 1e-6);
+        assert!((out[1] - (0.0 - CLIP_MEAN[1]) / CLIP_STD[1]).abs() < 1e-6);
+    }
+}
