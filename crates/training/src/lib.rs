@@ -1,0 +1,51 @@
+//! Training support shared by the ALBEF and AltCLIP programs: AdamW with
+//! the reference's parameter groups, the reference learning-rate schedule,
+//! atomic checkpoints that resume exactly, JSON-lines metrics, loss-curve
+//! plots and progress bars; and the ALBEF routines built on them
+//! ([`albef`] pretraining, [`retrieval`] evaluation).
+
+pub mod albef;
+pub mod checkpoint;
+pub mod metrics;
+pub mod optimizer;
+pub mod progress;
+pub mod retrieval;
+pub mod runner;
+pub mod schedule;
+
+use std::path::PathBuf;
+
+/// Errors of training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A file could not be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A config file is invalid.
+    #[error("config {path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A checkpoint cannot be used.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// A loss became NaN or infinite.
+    #[error("step {step}: non-finite loss ({losses}); stopping")]
+    NonFinite {
+        /// The step (0-based) whose loss it was.
+        step: usize,
+        /// The losses of that step.
+        losses: String,
+    },
+    /// Data could not be loaded.
+    #[error(transparent)]
+    Data(#[from] vl_data::DataError),
+}

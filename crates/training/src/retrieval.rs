@@ -1,0 +1,299 @@
+//! Image–text retrieval evaluation as the ALBEF reference does it
+//! (salesforce/ALBEF `Retrieval.py`, `evaluation` and `itm_eval`): every
+//! query's `k_test` best candidates by contrastive similarity are re-scored
+//! by the ITM head (the "match" logit); the rest keep −100.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use vl_data::{RetrievalSet, TextTokenizer};
+use vl_models::blocks::padding_mask;
+use vl_models::{Albef, TextInput};
+
+use crate::TrainError;
+
+/// Retrieval metrics under the reference's names, in percent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetrievalMetrics {
+    /// Image → text recall@1.
+    pub txt_r1: f64,
+    /// Image → text recall@5.
+    pub txt_r5: f64,
+    /// Image → text recall@10.
+    pub txt_r10: f64,
+    /// Mean of the three.
+    pub txt_r_mean: f64,
+    /// Text → image recall@1.
+    pub img_r1: f64,
+    /// Text → image recall@5.
+    pub img_r5: f64,
+    /// Text → image recall@10.
+    pub img_r10: f64,
+    /// Mean of the three.
+    pub img_r_mean: f64,
+    /// Mean of both means.
+    pub r_mean: f64,
+}
+
+impl RetrievalMetrics {
+    /// The reference's `itm_eval`: the rank of an image query is the best
+    /// rank among its captions; a text has one image.
+    pub fn from_scores(i2t: &[Vec<f32>], t2i: &[Vec<f32>], set: &RetrievalSet) -> Self {
+        let rank_of = |scores: &[f32], targets: &[usize]| -> usize {
+            let mut order: Vec<usize> = (0..scores.len()).collect();
+            order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+            targets
+                .iter()
+                .map(|t| order.iter().position(|o| o == t).expect("target in range"))
+                .min()
+                .expect("at least one target")
+        };
+        let image_ranks: Vec<usize> = i2t
+            .iter()
+            .enumerate()
+            .map(|(i, s)| rank_of(s, &set.img2txt[i]))
+            .collect();
+        let text_ranks: Vec<usize> = t2i
+            .iter()
+            .enumerate()
+            .map(|(t, s)| rank_of(s, &[set.txt2img[t]]))
+            .collect();
+        let recall = |ranks: &[usize], k: usize| {
+            100.0 * ranks.iter().filter(|&&r| r < k).count() as f64 / ranks.len() as f64
+        };
+        let (txt_r1, txt_r5, txt_r10) = (
+            recall(&image_ranks, 1),
+            recall(&image_ranks, 5),
+            recall(&image_ranks, 10),
+        );
+        let (img_r1, img_r5, img_r10) = (
+            recall(&text_ranks, 1),
+            recall(&text_ranks, 5),
+            recall(&text_ranks, 10),
+        );
+        let txt_r_mean = (txt_r1 + txt_r5 + txt_r10) / 3.0;
+        let img_r_mean = (img_r1 + img_r5 + img_r10) / 3.0;
+        Self {
+            txt_r1,
+            txt_r5,
+            txt_r10,
+            txt_r_mean,
+            img_r1,
+            img_r5,
+            img_r10,
+            img_r_mean,
+            r_mean: (txt_r_mean + img_r_mean) / 2.0,
+        }
+    }
+
+    /// Expected R@K of a model that ranks at random.
+    pub fn chance(set: &RetrievalSet) -> Self {
+        let (ni, nt) = (set.images.len() as f64, set.texts.len() as f64);
+        let per_image = nt / ni;
+        // An image query hits if any of its captions lands in the top k.
+        let txt = |k: f64| 100.0 * (1.0 - (1.0 - k / nt).powf(per_image)).min(1.0);
+        let img = |k: f64| 100.0 * (k / ni).min(1.0);
+        let (txt_r1, txt_r5, txt_r10) = (txt(1.0), txt(5.0), txt(10.0));
+        let (img_r1, img_r5, img_r10) = (img(1.0), img(5.0), img(10.0));
+        let txt_r_mean = (txt_r1 + txt_r5 + txt_r10) / 3.0;
+        let img_r_mean = (img_r1 + img_r5 + img_r10) / 3.0;
+        Self {
+            txt_r1,
+            txt_r5,
+            txt_r10,
+            txt_r_mean,
+            img_r1,
+            img_r5,
+            img_r10,
+            img_r_mean,
+            r_mean: (txt_r_mean + img_r_mean) / 2.0,
+        }
+    }
+}
+
+/// What the evaluation needs besides the model and the data.
+#[derive(Debug, Clone)]
+pub struct RetrievalEval {
+    /// Image side.
+    pub image_size: u32,
+    /// Tokens per caption (`[CLS]` included).
+    pub max_tokens: usize,
+    /// Candidates re-ranked per query.
+    pub k_test: usize,
+    /// Images (or texts) encoded per forward pass.
+    pub batch_size: usize,
+}
+
+/// Encoded texts and images of a retrieval set.
+struct Encoded {
+    text_embeds: Tensor<3>,
+    /// HF-style attention mask (rows are selected from it, then converted:
+    /// burn-flex's `select` on Bool tensors returns U8 storage).
+    text_mask: Tensor<2, Int>,
+    image_embeds: Tensor<3>,
+    /// `[images, texts]` cosine similarities.
+    sims: Vec<Vec<f32>>,
+}
+
+/// Scores every image against every text and computes the metrics.
+/// `model` must be an inference copy (`valid()`); `progress` is called with
+/// `(done, total)` query counts.
+pub fn evaluate_retrieval(
+    model: &Albef,
+    set: &RetrievalSet,
+    tokenizer: &TextTokenizer,
+    eval: &RetrievalEval,
+    device: &Device,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<RetrievalMetrics, TrainError> {
+    let encoded = encode(model, set, tokenizer, eval, device)?;
+    let (ni, nt) = (set.images.len(), set.texts.len());
+    let total = ni + nt;
+    let k_i2t = eval.k_test.min(nt);
+    let k_t2i = eval.k_test.min(ni);
+    let mut i2t = vec![vec![-100.0f32; nt]; ni];
+    let mut t2i = vec![vec![-100.0f32; ni]; nt];
+
+    // Queries are batched so each fusion call sees ~batch_size pairs.
+    let per_call = |k: usize| (eval.batch_size / k).max(1);
+    for chunk in (0..ni).collect::<Vec<_>>().chunks(per_call(k_i2t)) {
+        let mut texts = Vec::new();
+        let mut images = Vec::new();
+        for &i in chunk {
+            let top = top_k(&encoded.sims[i], k_i2t);
+            images.extend(std::iter::repeat_n(i, k_i2t));
+            texts.extend(top);
+        }
+        let scores = itm_scores(model, &encoded, &texts, &images, device);
+        for (n, (&t, &i)) in texts.iter().zip(&images).enumerate() {
+            i2t[i][t] = scores[n];
+        }
+        progress(chunk.last().map_or(0, |i| i + 1), total);
+    }
+    for chunk in (0..nt).collect::<Vec<_>>().chunks(per_call(k_t2i)) {
+        let mut texts = Vec::new();
+        let mut images = Vec::new();
+        for &t in chunk {
+            let column: Vec<f32> = encoded.sims.iter().map(|row| row[t]).collect();
+            images.extend(top_k(&column, k_t2i));
+            texts.extend(std::iter::repeat_n(t, k_t2i));
+        }
+        let scores = itm_scores(model, &encoded, &texts, &images, device);
+        for (n, (&t, &i)) in texts.iter().zip(&images).enumerate() {
+            t2i[t][i] = scores[n];
+        }
+        progress(ni + chunk.last().map_or(0, |t| t + 1), total);
+    }
+    Ok(RetrievalMetrics::from_scores(&i2t, &t2i, set))
+}
+
+fn encode(
+    model: &Albef,
+    set: &RetrievalSet,
+    tokenizer: &TextTokenizer,
+    eval: &RetrievalEval,
+    device: &Device,
+) -> Result<Encoded, TrainError> {
+    // One padding length for every text, so their states concatenate.
+    let refs: Vec<&str> = set.texts.iter().map(String::as_str).collect();
+    let tokens = tokenizer.encode_batch(&refs, Some(eval.max_tokens))?;
+    let (ids, mask) = tokens.to_tensors(device);
+    let padding = padding_mask(mask.clone());
+    let mut text_embeds = Vec::new();
+    let mut text_feat = Vec::new();
+    for start in (0..set.texts.len()).step_by(eval.batch_size) {
+        let end = (start + eval.batch_size).min(set.texts.len());
+        let text = TextInput::new(ids.clone().slice(start..end))
+            .with_padding(padding.clone().slice(start..end));
+        let embeds = model.text_embeds(&text);
+        text_feat.push(model.text_feat(embeds.clone()));
+        text_embeds.push(embeds);
+    }
+    let mut image_embeds = Vec::new();
+    let mut image_feat = Vec::new();
+    let s = eval.image_size as usize;
+    for paths in set.images.chunks(eval.batch_size) {
+        let pixels = vl_data::loader::eval_pixels(paths, eval.image_size)?;
+        let image = Tensor::<4>::from_data(TensorData::new(pixels, [paths.len(), 3, s, s]), device);
+        let embeds = model.image_embeds(image);
+        image_feat.push(model.image_feat(embeds.clone()));
+        image_embeds.push(embeds);
+    }
+    let image_feat = Tensor::cat(image_feat, 0);
+    let text_feat = Tensor::cat(text_feat, 0);
+    let nt = set.texts.len();
+    let flat = image_feat
+        .matmul(text_feat.transpose())
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 similarities");
+    Ok(Encoded {
+        text_embeds: Tensor::cat(text_embeds, 0),
+        text_mask: mask,
+        image_embeds: Tensor::cat(image_embeds, 0),
+        sims: flat.chunks(nt).map(<[f32]>::to_vec).collect(),
+    })
+}
+
+/// Indices of the `k` largest values, best first.
+fn top_k(values: &[f32], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+    order.truncate(k);
+    order
+}
+
+/// ITM "match" logits of `(texts[n], images[n])` pairs.
+fn itm_scores(
+    model: &Albef,
+    encoded: &Encoded,
+    texts: &[usize],
+    images: &[usize],
+    device: &Device,
+) -> Vec<f32> {
+    let index = |v: &[usize]| {
+        let v: Vec<i64> = v.iter().map(|&i| i as i64).collect();
+        Tensor::<1, Int>::from_data(v.as_slice(), device)
+    };
+    let (t, i) = (index(texts), index(images));
+    let fused = model.fusion(
+        encoded.text_embeds.clone().select(0, t.clone()),
+        Some(padding_mask(encoded.text_mask.clone().select(0, t))),
+        encoded.image_embeds.clone().select(0, i),
+    );
+    let logits = model.itm_logits(fused);
+    let [n, _] = logits.dims();
+    logits
+        .slice([0..n, 1..2])
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 scores")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_follow_itm_eval() {
+        // Two images with two captions each; image 0's best text is its own,
+        // image 1 ranks a wrong text first; every text finds its image.
+        let set = RetrievalSet {
+            images: vec!["a".into(), "b".into()],
+            texts: vec!["0".into(), "1".into(), "2".into(), "3".into()],
+            img2txt: vec![vec![0, 1], vec![2, 3]],
+            txt2img: vec![0, 0, 1, 1],
+        };
+        let i2t = vec![vec![0.9, 0.1, 0.2, 0.3], vec![0.9, 0.1, 0.5, 0.3]];
+        let t2i = vec![
+            vec![1.0, 0.0],
+            vec![1.0, 0.0],
+            vec![0.0, 1.0],
+            vec![0.0, 1.0],
+        ];
+        let m = RetrievalMetrics::from_scores(&i2t, &t2i, &set);
+        assert_eq!((m.txt_r1, m.txt_r5, m.img_r1), (50.0, 100.0, 100.0));
+        assert!((m.r_mean - (250.0 / 3.0 + 100.0) / 2.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,222 @@
+//! ALBEF pretraining learns, and resumes exactly.
+//!
+//! A small synthetic world and a small model keep these to CI's budget; the
+//! full-size evidence (the `tiny` preset, ≥ 90 % R@1) is in
+//! `docs/results.md`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::tensor::Device;
+use vl_data::manifest::read_captioned_images;
+use vl_data::world::{WorldConfig, write_world};
+use vl_data::{BadEntries, Loader, LoaderConfig, RetrievalSet, TextTokenizer};
+use vl_training::albef::{AlbefPretraining, PretrainConfig};
+use vl_training::checkpoint::Checkpoint;
+use vl_training::metrics::read_series;
+use vl_training::retrieval::{RetrievalEval, RetrievalMetrics, evaluate_retrieval};
+use vl_training::runner::{RunPaths, StopAt, pretrain};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vl-albef-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A world of 32-px images and a model small enough to learn it in CI.
+fn setup(dir: &Path, images: usize) -> (PretrainConfig, Loader, TextTokenizer) {
+    let world = WorldConfig {
+        seed: 3,
+        image_size: 32,
+        images,
+        val_images: 20,
+        test_images: 60,
+        ..WorldConfig::default()
+    };
+    write_world(&world, dir).unwrap();
+    let mut config = PretrainConfig::tiny(0);
+    config.train_file = vec![dir.join("pretrain_en.json")];
+    config.test_file = Some(dir.join("retrieval_test_en.json"));
+    let (items, _) = read_captioned_images(
+        &config.train_file[0],
+        None,
+        config.max_words,
+        BadEntries::Fail,
+    )
+    .unwrap();
+    let tokenizer =
+        TextTokenizer::train_wordpiece(items.iter().flat_map(|i| i.captions.iter()), 30522)
+            .unwrap();
+    let m = &mut config.model;
+    m.image_res = 32;
+    m.vision_width = 64;
+    m.vision_depth = 2;
+    m.vision_heads = 2;
+    m.embed_dim = 32;
+    m.bert_config.vocab_size = tokenizer.vocab_size();
+    m.bert_config.hidden_size = 64;
+    m.bert_config.intermediate_size = 128;
+    m.bert_config.num_attention_heads = 2;
+    m.bert_config.num_hidden_layers = 2;
+    m.bert_config.fusion_layer = Some(1);
+    m.bert_config.encoder_width = Some(64);
+    config.batch_size = 32;
+    config.queue_size = 256;
+    let loader = Loader::new(
+        items,
+        Arc::new(tokenizer.clone()),
+        LoaderConfig {
+            batch_size: config.batch_size,
+            image_size: 32,
+            augment: Some(config.augment.clone()),
+            max_tokens: config.max_tokens,
+            seed: 5,
+            prefetch: 2,
+            bad: BadEntries::Fail,
+        },
+    );
+    (config, loader, tokenizer)
+}
+
+fn start(config: &PretrainConfig, tokenizer: &TextTokenizer, device: &Device) -> AlbefPretraining {
+    device.seed(11);
+    let model = config.model.init(true, device);
+    AlbefPretraining::new(
+        config.clone(),
+        model,
+        tokenizer.special_tokens().unwrap(),
+        11,
+        device,
+    )
+}
+
+#[test]
+fn pretraining_lowers_the_loss_and_retrieves_held_out_images() {
+    let dir = scratch("learn");
+    let (mut config, loader, tokenizer) = setup(&dir, 1100);
+    config.schedular.epochs = 6;
+    let device = Device::flex();
+    let mut state = start(&config, &tokenizer, &device);
+    let paths = RunPaths::in_dir(&dir);
+    let summary = pretrain(
+        &mut state,
+        &loader,
+        &paths,
+        StopAt {
+            epochs: 6,
+            max_steps: None,
+        },
+    )
+    .unwrap();
+
+    let ita = read_series(&paths.metrics, "loss_ita").unwrap();
+    let mean = |s: &[(f64, f64)]| s.iter().map(|p| p.1).sum::<f64>() / s.len() as f64;
+    let (early, late) = (mean(&ita[..10]), mean(&ita[ita.len() - 10..]));
+    println!(
+        "{} steps in {:.0}s; ITC loss {early:.3} → {late:.3}",
+        summary.steps, summary.seconds
+    );
+    assert!(
+        late < 0.7 * early,
+        "ITC loss did not fall: {early} → {late}"
+    );
+
+    let (items, _) = read_captioned_images(
+        config.test_file.as_ref().unwrap(),
+        None,
+        config.max_words,
+        BadEntries::Fail,
+    )
+    .unwrap();
+    let set = RetrievalSet::new(&items);
+    let eval = RetrievalEval {
+        image_size: 32,
+        max_tokens: config.max_tokens,
+        k_test: 8,
+        batch_size: 128,
+    };
+    let model = burn::module::Module::valid(state.model());
+    let metrics = evaluate_retrieval(&model, &set, &tokenizer, &eval, &device, |_, _| {}).unwrap();
+    let chance = RetrievalMetrics::chance(&set);
+    println!("held-out retrieval: {metrics:?}\nchance: {chance:?}");
+    assert!(plot_exists(&paths.plot));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        metrics.txt_r1 > 8.0 * chance.txt_r1,
+        "TR@1 {} vs chance {}",
+        metrics.txt_r1,
+        chance.txt_r1
+    );
+    assert!(
+        metrics.img_r1 > 8.0 * chance.img_r1,
+        "IR@1 {} vs chance {}",
+        metrics.img_r1,
+        chance.img_r1
+    );
+}
+
+fn plot_exists(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() > 1000)
+}
+
+#[test]
+fn a_resumed_run_repeats_the_uninterrupted_losses() {
+    let dir = scratch("resume");
+    let (config, loader, tokenizer) = setup(&dir, 300);
+    let device = Device::flex();
+    let steps = 6;
+
+    let straight = dir.join("straight");
+    std::fs::create_dir_all(&straight).unwrap();
+    let mut state = start(&config, &tokenizer, &device);
+    pretrain(
+        &mut state,
+        &loader,
+        &RunPaths::in_dir(&straight),
+        StopAt {
+            epochs: 3,
+            max_steps: Some(steps),
+        },
+    )
+    .unwrap();
+
+    let split = dir.join("split");
+    std::fs::create_dir_all(&split).unwrap();
+    let paths = RunPaths::in_dir(&split);
+    let mut first = start(&config, &tokenizer, &device);
+    pretrain(
+        &mut first,
+        &loader,
+        &paths,
+        StopAt {
+            epochs: 3,
+            max_steps: Some(steps / 2),
+        },
+    )
+    .unwrap();
+    drop(first);
+    let checkpoint = Checkpoint::read(&paths.checkpoint).unwrap();
+    let mut resumed =
+        AlbefPretraining::resume(&checkpoint, tokenizer.special_tokens().unwrap(), &device)
+            .unwrap();
+    assert_eq!(resumed.position.step, steps / 2);
+    pretrain(
+        &mut resumed,
+        &loader,
+        &paths,
+        StopAt {
+            epochs: 3,
+            max_steps: Some(steps),
+        },
+    )
+    .unwrap();
+
+    for key in ["loss_ita", "loss_itm", "loss_mlm"] {
+        let a = read_series(&RunPaths::in_dir(&straight).metrics, key).unwrap();
+        let b = read_series(&paths.metrics, key).unwrap();
+        assert_eq!(a.len(), steps);
+        assert_eq!(a, b, "{key} differs after resuming");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
