@@ -59,7 +59,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Image side in pixels.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 32)]
         image_size: u32,
         /// Number of images (all splits).
         #[arg(long, default_value_t = 6000)]

@@ -20,6 +20,9 @@ use rayon::prelude::*;
 
 use crate::DataError;
 use crate::manifest::{BadEntries, CaptionedImage, Skipped};
+
+/// One decoded sample: CHW pixels, caption, index into the manifest.
+type Sample = (Vec<f32>, String, usize);
 use crate::tokenizer::{EncodedBatch, TextTokenizer};
 use crate::transforms::{AugmentConfig, eval_transform, to_normalized_chw, train_transform};
 
@@ -152,7 +155,7 @@ impl Loader {
 
     fn assemble(&self, epoch: usize, indices: &[usize]) -> Result<ImageTextBatch, DataError> {
         let size = self.config.image_size;
-        let samples: Vec<Result<Option<(Vec<f32>, String, usize)>, DataError>> = indices
+        let samples: Vec<Result<Option<Sample>, DataError>> = indices
             .par_iter()
             .map(|&index| {
                 let item = &self.items[index];

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// CLIP's per-channel mean, which ALBEF normalises with.
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// CLIP's per-channel standard deviation.
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// The random augmentation of training images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -486,8 +486,7 @@ pub fn pre_caption(caption: &str, max_words: usize) -> String {
         .filter(|c| !",.'!?\"()*#:;~".contains(*c))
         .collect();
     let replaced = deleted
-        .replace('-', " ")
-        .replace('/', " ")
+        .replace(['-', '/'], " ")
         .replace("<person>", "person");
     let mut collapsed = String::with_capacity(replaced.len());
     let mut run = String::new();

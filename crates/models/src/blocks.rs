@@ -188,7 +188,7 @@ impl AttentionConfig {
     /// Builds the module with burn's default initialisation.
     pub fn init(&self, device: &Device) -> Attention {
         assert!(
-            self.d_model % self.num_heads == 0,
+            self.d_model.is_multiple_of(self.num_heads),
             "attention width {} is not divisible by {} heads",
             self.d_model,
             self.num_heads

@@ -98,7 +98,7 @@ impl VitConfig {
     /// If the image size is not a multiple of the patch size.
     pub fn init(&self, device: &Device) -> Vit {
         assert!(
-            self.image_size % self.patch_size == 0,
+            self.image_size.is_multiple_of(self.patch_size),
             "image size {} is not a multiple of the patch size {}",
             self.image_size,
             self.patch_size

@@ -150,12 +150,11 @@ impl FeatureQueue {
         self.image = write(self.image.clone(), image_feat_m, self.ptr);
         self.text = write(self.text.clone(), text_feat_m, self.ptr);
         if let (Some(queue), Some(ids)) = (self.ids.take(), ids) {
-            let queue =
-                queue.slice_assign([self.ptr..self.ptr + first], ids.clone().slice([0..first]));
+            let queue = queue.slice_assign(self.ptr..self.ptr + first, ids.clone().slice(0..first));
             let queue = if first == batch {
                 queue
             } else {
-                queue.slice_assign([0..batch - first], ids.slice([first..batch]))
+                queue.slice_assign(0..batch - first, ids.slice(first..batch))
             };
             self.ids = Some(queue);
         }

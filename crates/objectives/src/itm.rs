@@ -40,6 +40,12 @@ pub fn negative_weights(sim: Tensor<2>, positives: Tensor<2, Bool>) -> Tensor<2>
 /// all underflowed to zero falls back to a uniform draw over its
 /// non-positives.
 ///
+/// `hardness` mixes the reference's distribution (the softmax, 1.0) with a
+/// uniform draw over the non-positives (0.0): `h·softmax + (1−h)·uniform`,
+/// each normalised. The reference always uses 1.0; a model trained from
+/// scratch cannot yet tell a hard negative (one attribute of one object
+/// changed) from its positive, and learns ITM from easier ones first.
+///
 /// Reads the weights back to the host: `2·batch²` floats.
 ///
 /// # Panics
@@ -49,6 +55,7 @@ pub fn sample_hard_negatives(
     sim_i2t: Tensor<2>,
     sim_t2i: Tensor<2>,
     positives: Tensor<2, Bool>,
+    hardness: f64,
     rng: &mut impl RngExt,
 ) -> HardNegatives {
     let [batch, _] = sim_i2t.dims();
@@ -67,7 +74,8 @@ pub fn sample_hard_negatives(
             .map(|row| {
                 let w = &weights[row * batch..(row + 1) * batch];
                 let a = &allowed[row * batch..(row + 1) * batch];
-                categorical(w, rng).or_else(|| categorical(a, rng)).unwrap_or_else(|| {
+                let mixed = mix(w, a, hardness);
+                categorical(&mixed, rng).or_else(|| categorical(a, rng)).unwrap_or_else(|| {
                     panic!("row {row}: every pair of the batch of {batch} is a positive, no hard negative exists")
                 })
             })
@@ -82,10 +90,38 @@ pub fn sample_hard_negatives(
     }
 }
 
+/// `h·soft/Σsoft + (1−h)·allowed/Σallowed` (just `soft` when `h` is 1, so
+/// the reference's draw is untouched).
+fn mix(soft: &[f32], allowed: &[f32], hardness: f64) -> Vec<f32> {
+    if hardness >= 1.0 {
+        return soft.to_vec();
+    }
+    let total_soft: f32 = soft.iter().sum();
+    let total_allowed: f32 = allowed.iter().sum();
+    let h = hardness.max(0.0) as f32;
+    soft.iter()
+        .zip(allowed)
+        .map(|(&s, &a)| {
+            let s = if total_soft > 0.0 {
+                s / total_soft
+            } else {
+                0.0
+            };
+            let a = if total_allowed > 0.0 {
+                a / total_allowed
+            } else {
+                0.0
+            };
+            h * s + (1.0 - h) * a
+        })
+        .collect()
+}
+
 /// One draw from unnormalised non-negative weights; `None` if they sum to 0.
 fn categorical(weights: &[f32], uniform: &mut dyn FnMut() -> f64) -> Option<usize> {
     let total: f64 = weights.iter().map(|&w| w as f64).sum();
-    if !(total > 0.0) {
+    // Also rejects NaN totals.
+    if total.is_nan() || total <= 0.0 {
         return None;
     }
     let target = uniform() * total;
@@ -135,8 +171,9 @@ mod tests {
             let ids: Vec<i64> = (0..batch as i64).map(|i| i / 2).collect();
             let ids = Tensor::<1, Int>::from_data(ids.as_slice(), &device);
             let positives = crate::contrastive::same_id(ids.clone());
+            let hardness = [0.0, 0.5, 1.0][trial % 3];
             let negatives =
-                sample_hard_negatives(sim.clone(), sim.transpose(), positives, &mut rng);
+                sample_hard_negatives(sim.clone(), sim.transpose(), positives, hardness, &mut rng);
             let ids = ids
                 .into_data()
                 .convert::<i64>()
@@ -177,9 +214,18 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let mut hits = 0;
         for _ in 0..200 {
-            let n = sample_hard_negatives(sim.clone(), sim.clone(), positives.clone(), &mut rng);
+            let n =
+                sample_hard_negatives(sim.clone(), sim.clone(), positives.clone(), 1.0, &mut rng);
             hits += usize::from(n.image_for_text == vec![1, 2, 0]);
         }
         assert!(hits > 190, "{hits}");
+        // Hardness 0: uniform over the two non-positives of each row.
+        let mut firsts = 0;
+        for _ in 0..400 {
+            let n =
+                sample_hard_negatives(sim.clone(), sim.clone(), positives.clone(), 0.0, &mut rng);
+            firsts += usize::from(n.image_for_text[0] == 1);
+        }
+        assert!((150..250).contains(&firsts), "{firsts}");
     }
 }

@@ -102,7 +102,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         // Rows: [CLS]=1, 30 words, 9 pads.
         let row: Vec<i64> = std::iter::once(1)
-            .chain((10..40).map(|i| i))
+            .chain(10..40)
             .chain(std::iter::repeat_n(0, 9))
             .collect();
         let ids: Vec<i64> = row.iter().cycle().take(row.len() * 2000).copied().collect();

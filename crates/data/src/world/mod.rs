@@ -189,7 +189,7 @@ impl Default for WorldConfig {
     fn default() -> Self {
         Self {
             seed: 0,
-            image_size: 64,
+            image_size: 32,
             images: 6000,
             val_images: 250,
             test_images: 250,

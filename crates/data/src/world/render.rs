@@ -35,7 +35,7 @@ fn background(rng: &mut StdRng, side: u32) -> RgbImage {
             (
                 rng.random_range(-0.3..0.3),
                 rng.random_range(-0.3..0.3),
-                rng.random_range(0.0..6.28),
+                rng.random_range(0.0..std::f32::consts::TAU),
             )
         })
         .collect();

@@ -409,7 +409,10 @@ fn referring_expression(objects: &[Object], i: usize) -> String {
         })
 }
 
-fn grounding(config: &WorldConfig, scenes: &[&Scene]) -> (Value, Vec<(usize, Vec<[f32; 4]>)>) {
+/// Per-scene ground-truth boxes, `(scene id, [x0, y0, x1, y1] per object)`.
+type SceneBoxes = Vec<(usize, Vec<[f32; 4]>)>;
+
+fn grounding(config: &WorldConfig, scenes: &[&Scene]) -> (Value, SceneBoxes) {
     let mut items = Vec::new();
     let mut dets = Vec::new();
     for scene in scenes {

@@ -84,7 +84,7 @@ pub fn split_fused_qkv(tensors: &mut TensorMap, prefix: &str) -> Result<(), Impo
     for key in fused {
         let data = tensors.remove(&key).expect("listed above");
         let shape = data.shape().to_vec();
-        if shape.is_empty() || shape[0] % 3 != 0 {
+        if shape.is_empty() || !shape[0].is_multiple_of(3) {
             return Err(ImportError::Unsupported(format!(
                 "`{key}` has shape {shape:?}: a fused qkv needs a first dimension divisible by 3"
             )));
