@@ -3,8 +3,8 @@
 //! A small synthetic world and the `tiny` preset with one layer per part keep
 //! these to CI's budget. Such a short run trains the contrastive alignment
 //! but not yet the ITM head (which starts learning later, see
-//! `docs/results.md`), so the retrieval check ranks by ITC alone
-//! (`k_test = 1`: ITM re-ranking of a single candidate changes nothing).
+//! `docs/results.md`), so the retrieval check uses the ITC ranking
+//! (`k_test = 1` keeps the unused ITM pass short).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -86,8 +86,11 @@ fn start(config: &PretrainConfig, tokenizer: &TextTokenizer, device: &Device) ->
 fn pretraining_lowers_the_loss_and_retrieves_held_out_images() {
     let dir = scratch("learn");
     let (mut config, loader, tokenizer) = setup(&dir, 1100);
-    // ~500 steps. One layer per part tolerates a higher rate than the
-    // preset's, and reaches the far-above-chance regime sooner.
+    // ~500 steps. With one layer per part, the token collapse that rules
+    // out a 0.2 init for the preset (see `AlbefConfig::tiny`) stays mild,
+    // and contrastive alignment starts soonest there; such a shallow model
+    // also tolerates a higher rate.
+    config.model.bert_config.initializer_range = 0.2;
     config.schedular.epochs = 16;
     let lr = 1.5e-3;
     (
@@ -136,7 +139,9 @@ fn pretraining_lowers_the_loss_and_retrieves_held_out_images() {
         batch_size: 128,
     };
     let model = burn::module::Module::valid(state.model());
-    let metrics = evaluate_retrieval(&model, &set, &tokenizer, &eval, &device, |_, _| {}).unwrap();
+    let metrics = evaluate_retrieval(&model, &set, &tokenizer, &eval, &device, |_, _| {})
+        .unwrap()
+        .contrastive;
     let chance = RetrievalMetrics::chance(&set);
     println!("held-out retrieval: {metrics:?}\nchance: {chance:?}");
     assert!(plot_exists(&paths.plot));

@@ -20,7 +20,9 @@ use vl_data::{BadEntries, Loader, LoaderConfig, RetrievalSet, TextTokenizer};
 use vl_models::Albef;
 use vl_training::albef::{AlbefPretraining, PretrainConfig};
 use vl_training::checkpoint::Checkpoint;
-use vl_training::retrieval::{RetrievalEval, RetrievalMetrics, evaluate_retrieval};
+use vl_training::retrieval::{
+    RetrievalEval, RetrievalMetrics, RetrievalReport, evaluate_retrieval,
+};
 use vl_training::runner::{RunPaths, StopAt, pretrain};
 
 #[derive(Parser)]
@@ -402,8 +404,9 @@ fn train_tokenizer(config: &PretrainConfig, out: &Path) -> anyhow::Result<TextTo
     Ok(tokenizer)
 }
 
-/// Evaluates and writes `eval_retrieval.json`; returns the metrics, chance
-/// and the set's size description.
+/// Evaluates and writes `eval_retrieval.json` (the reference's keys for the
+/// ITM-re-ranked metrics, and the ITC-only ones under `itc`); returns the
+/// report, chance and the set's size description.
 fn evaluate(
     model: &Albef,
     config: &PretrainConfig,
@@ -411,7 +414,7 @@ fn evaluate(
     tokenizer: &TextTokenizer,
     backend: Backend,
     out: &Path,
-) -> anyhow::Result<(RetrievalMetrics, RetrievalMetrics, String)> {
+) -> anyhow::Result<(RetrievalReport, RetrievalMetrics, String)> {
     let (items, _) = read_captioned_images(
         manifest,
         config.image_root.as_deref(),
@@ -428,13 +431,15 @@ fn evaluate(
         batch_size: 128,
     };
     let bar = vl_training::progress::bar((set.images.len() + set.texts.len()) as u64, "retrieval");
-    let metrics = evaluate_retrieval(&model, &set, tokenizer, &eval, &device, |done, _| {
+    let report = evaluate_retrieval(&model, &set, tokenizer, &eval, &device, |done, _| {
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
     let chance = RetrievalMetrics::chance(&set);
     let path = out.join("eval_retrieval.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&metrics)?)
+    let mut json = serde_json::to_value(report.reranked)?;
+    json["itc"] = serde_json::to_value(report.contrastive)?;
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", path.display()))?;
     let what = format!(
         "{} images, {} captions of {} (ITC top-{}, ITM re-ranking); written to {}",
@@ -444,39 +449,33 @@ fn evaluate(
         eval.k_test,
         path.display()
     );
-    Ok((metrics, chance, what))
+    Ok((report, chance, what))
 }
 
-fn print_table(m: &RetrievalMetrics, chance: &RetrievalMetrics, what: &str) {
+fn print_table(report: &RetrievalReport, chance: &RetrievalMetrics, what: &str) {
     println!("\nzero-shot retrieval: {what}");
     println!(
-        "{:<22}{:>8}{:>8}{:>8}   chance R@1/5/10",
+        "{:<26}{:>8}{:>8}{:>8}   chance R@1/5/10",
         "", "R@1", "R@5", "R@10"
     );
+    let row = |name: &str, r: [f64; 3], c: [f64; 3]| {
+        println!(
+            "{name:<26}{:>8.1}{:>8.1}{:>8.1}   {:.1} / {:.1} / {:.1}",
+            r[0], r[1], r[2], c[0], c[1], c[2]
+        )
+    };
+    let tr = |m: &RetrievalMetrics| [m.txt_r1, m.txt_r5, m.txt_r10];
+    let ir = |m: &RetrievalMetrics| [m.img_r1, m.img_r5, m.img_r10];
+    let (m, itc) = (&report.reranked, &report.contrastive);
+    row("image → text (TR)", tr(m), tr(chance));
+    row("text → image (IR)", ir(m), ir(chance));
     println!(
-        "{:<22}{:>8.1}{:>8.1}{:>8.1}   {:.1} / {:.1} / {:.1}",
-        "image → text (TR)",
-        m.txt_r1,
-        m.txt_r5,
-        m.txt_r10,
-        chance.txt_r1,
-        chance.txt_r5,
-        chance.txt_r10
-    );
-    println!(
-        "{:<22}{:>8.1}{:>8.1}{:>8.1}   {:.1} / {:.1} / {:.1}",
-        "text → image (IR)",
-        m.img_r1,
-        m.img_r5,
-        m.img_r10,
-        chance.img_r1,
-        chance.img_r5,
-        chance.img_r10
-    );
-    println!(
-        "{:<22}{:>8.1}   (chance {:.1})\n",
+        "{:<26}{:>8.1}   (chance {:.1})",
         "r_mean", m.r_mean, chance.r_mean
     );
+    row("TR, ITC only (no ITM)", tr(itc), tr(chance));
+    row("IR, ITC only (no ITM)", ir(itc), ir(chance));
+    println!();
 }
 
 fn eval_command(args: EvalArgs) -> anyhow::Result<ExitCode> {
