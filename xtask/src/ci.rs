@@ -29,16 +29,11 @@ pub fn run_all() -> anyhow::Result<ExitCode> {
     run(cargo().args(["test", "--workspace"]))?;
     step("real weights: all-MiniLM-L6-v2");
     let minilm = minilm_dir(Path::new("python3"))?;
+    // `--workspace`, not `-p vl-tests`: features unify over the packages a
+    // command selects, so `-p` would rebuild burn with another feature set
+    // (~5 minutes on two cores) instead of reusing the test build.
     run(cargo()
-        .args([
-            "test",
-            "-p",
-            "vl-tests",
-            "--test",
-            "minilm",
-            "--",
-            "--ignored",
-        ])
+        .args(["test", "--workspace", "--test", "minilm", "--", "--ignored"])
         .env("MINILM_DIR", minilm))?;
     step("GPU backends compile (wgpu, cuda)");
     // cubecl-cuda builds PTX through an LLVM bundle that its build script

@@ -308,12 +308,16 @@ mod tests {
 
     #[test]
     fn the_tiny_init_keeps_captions_and_tokens_apart() {
-        let (captions, tokens) =
-            similarities_at_init(AlbefConfig::tiny(150).bert_config.initializer_range);
-        assert!(captions < 0.99 && tokens < 0.95, "{captions} {tokens}");
+        // Thresholds sit between the measured values (docs/results.md) with
+        // margin: other tests draw from the device's generator concurrently,
+        // so the weights vary from run to run. Captions: ~0.99 at 0.1,
+        // ~0.99998 at 0.02. Tokens: ~0.8 at 0.1, ~0.9996 at 0.2.
+        let tiny = AlbefConfig::tiny(150).bert_config.initializer_range;
+        let (captions, tokens) = similarities_at_init(tiny);
+        assert!(captions < 0.998 && tokens < 0.95, "{captions} {tokens}");
         // What rules out the neighbours (see `AlbefConfig::tiny`).
         let (captions, _) = similarities_at_init(0.02);
-        assert!(captions > 0.995, "BERT's 0.02: captions {captions}");
+        assert!(captions > 0.9995, "BERT's 0.02: captions {captions}");
         let (_, tokens) = similarities_at_init(0.2);
         assert!(tokens > 0.98, "0.2: tokens {tokens}");
     }
