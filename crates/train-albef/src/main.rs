@@ -55,6 +55,15 @@ struct Common {
     seed: u64,
 }
 
+impl Common {
+    /// `--out`, or `default`; created if missing.
+    fn out_dir(&self, default: &str) -> anyhow::Result<PathBuf> {
+        let out = self.out.clone().unwrap_or_else(|| PathBuf::from(default));
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        Ok(out)
+    }
+}
+
 /// The no-argument run.
 #[derive(Args)]
 struct QuickArgs {
@@ -204,12 +213,7 @@ fn world_manifests(dir: &Path) -> Option<(PathBuf, PathBuf)> {
 
 fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     let device = args.common.backend.device()?;
-    let out = args
-        .common
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs/albef"));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let out = args.common.out_dir("runs/albef")?;
     let paths = RunPaths::in_dir(&out);
 
     let (mut state, tokenizer) = match &args.resume {
@@ -480,12 +484,7 @@ fn print_table(report: &RetrievalReport, chance: &RetrievalMetrics, what: &str) 
 
 fn eval_command(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let device = args.common.backend.device()?;
-    let out = args
-        .common
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs/albef-eval"));
-    std::fs::create_dir_all(&out)?;
+    let out = args.common.out_dir("runs/albef-eval")?;
     let is_ours = args.checkpoint.extension().is_some_and(|e| e == "ckpt");
     let (model, mut config) = if is_ours {
         let checkpoint = Checkpoint::read(&args.checkpoint)?;

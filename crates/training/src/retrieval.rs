@@ -62,29 +62,8 @@ impl RetrievalMetrics {
         let recall = |ranks: &[usize], k: usize| {
             100.0 * ranks.iter().filter(|&&r| r < k).count() as f64 / ranks.len() as f64
         };
-        let (txt_r1, txt_r5, txt_r10) = (
-            recall(&image_ranks, 1),
-            recall(&image_ranks, 5),
-            recall(&image_ranks, 10),
-        );
-        let (img_r1, img_r5, img_r10) = (
-            recall(&text_ranks, 1),
-            recall(&text_ranks, 5),
-            recall(&text_ranks, 10),
-        );
-        let txt_r_mean = (txt_r1 + txt_r5 + txt_r10) / 3.0;
-        let img_r_mean = (img_r1 + img_r5 + img_r10) / 3.0;
-        Self {
-            txt_r1,
-            txt_r5,
-            txt_r10,
-            txt_r_mean,
-            img_r1,
-            img_r5,
-            img_r10,
-            img_r_mean,
-            r_mean: (txt_r_mean + img_r_mean) / 2.0,
-        }
+        let at = |ranks: &[usize]| [1, 5, 10].map(|k| recall(ranks, k));
+        Self::from_recalls(at(&image_ranks), at(&text_ranks))
     }
 
     /// Expected R@K of a model that ranks at random.
@@ -94,8 +73,13 @@ impl RetrievalMetrics {
         // An image query hits if any of its captions lands in the top k.
         let txt = |k: f64| 100.0 * (1.0 - (1.0 - k / nt).powf(per_image)).min(1.0);
         let img = |k: f64| 100.0 * (k / ni).min(1.0);
-        let (txt_r1, txt_r5, txt_r10) = (txt(1.0), txt(5.0), txt(10.0));
-        let (img_r1, img_r5, img_r10) = (img(1.0), img(5.0), img(10.0));
+        Self::from_recalls([1.0, 5.0, 10.0].map(txt), [1.0, 5.0, 10.0].map(img))
+    }
+
+    /// The metrics from R@1/5/10 in each direction, with the means.
+    fn from_recalls(txt: [f64; 3], img: [f64; 3]) -> Self {
+        let [txt_r1, txt_r5, txt_r10] = txt;
+        let [img_r1, img_r5, img_r10] = img;
         let txt_r_mean = (txt_r1 + txt_r5 + txt_r10) / 3.0;
         let img_r_mean = (img_r1 + img_r5 + img_r10) / 3.0;
         Self {
@@ -162,6 +146,10 @@ pub fn evaluate_retrieval(
     let total = ni + nt;
     let k_i2t = eval.k_test.min(nt);
     let k_t2i = eval.k_test.min(ni);
+    // Per-text similarity columns, for the text queries and the ITC ranking.
+    let columns: Vec<Vec<f32>> = (0..nt)
+        .map(|t| encoded.sims.iter().map(|row| row[t]).collect())
+        .collect();
     let mut i2t = vec![vec![-100.0f32; nt]; ni];
     let mut t2i = vec![vec![-100.0f32; ni]; nt];
 
@@ -185,8 +173,7 @@ pub fn evaluate_retrieval(
         let mut texts = Vec::new();
         let mut images = Vec::new();
         for &t in chunk {
-            let column: Vec<f32> = encoded.sims.iter().map(|row| row[t]).collect();
-            images.extend(top_k(&column, k_t2i));
+            images.extend(top_k(&columns[t], k_t2i));
             texts.extend(std::iter::repeat_n(t, k_t2i));
         }
         let scores = itm_scores(model, &encoded, &texts, &images, device);
@@ -195,9 +182,6 @@ pub fn evaluate_retrieval(
         }
         progress(ni + chunk.last().map_or(0, |t| t + 1), total);
     }
-    let columns: Vec<Vec<f32>> = (0..nt)
-        .map(|t| encoded.sims.iter().map(|row| row[t]).collect())
-        .collect();
     Ok(RetrievalReport {
         reranked: RetrievalMetrics::from_scores(&i2t, &t2i, set),
         contrastive: RetrievalMetrics::from_scores(&encoded.sims, &columns, set),
