@@ -12,12 +12,12 @@ use std::sync::Arc;
 use burn::tensor::Device;
 use vl_data::manifest::read_captioned_images;
 use vl_data::world::{WorldConfig, write_world};
-use vl_data::{BadEntries, Loader, LoaderConfig, RetrievalSet, TextTokenizer};
+use vl_data::{BadEntries, Framing, Loader, LoaderConfig, RetrievalSet, TextTokenizer};
 use vl_training::albef::{AlbefPretraining, PretrainConfig};
 use vl_training::checkpoint::Checkpoint;
 use vl_training::metrics::read_series;
 use vl_training::retrieval::{RetrievalEval, RetrievalMetrics, evaluate_retrieval};
-use vl_training::runner::{RunPaths, StopAt, pretrain};
+use vl_training::runner::{RunPaths, StopAt, train};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vl-albef-{name}-{}", std::process::id()));
@@ -46,9 +46,12 @@ fn setup(dir: &Path, images: usize) -> (PretrainConfig, Loader, TextTokenizer) {
         BadEntries::Fail,
     )
     .unwrap();
-    let tokenizer =
-        TextTokenizer::train_wordpiece(items.iter().flat_map(|i| i.captions.iter()), 30522)
-            .unwrap();
+    let tokenizer = TextTokenizer::train_wordpiece(
+        items.iter().flat_map(|i| i.captions.iter()),
+        30522,
+        Framing::Start,
+    )
+    .unwrap();
     let m = &mut config.model;
     m.vision_depth = 1;
     m.bert_config.vocab_size = tokenizer.vocab_size();
@@ -102,7 +105,7 @@ fn pretraining_lowers_the_loss_and_retrieves_held_out_images() {
     let device = Device::flex();
     let mut state = start(&config, &tokenizer, &device);
     let paths = RunPaths::in_dir(&dir);
-    let summary = pretrain(
+    let summary = train(
         &mut state,
         &loader,
         &paths,
@@ -110,6 +113,7 @@ fn pretraining_lowers_the_loss_and_retrieves_held_out_images() {
             epochs: config.schedular.epochs,
             max_steps: None,
         },
+        "pretrain",
     )
     .unwrap();
 
@@ -175,7 +179,7 @@ fn a_resumed_run_repeats_the_uninterrupted_losses() {
     let straight = dir.join("straight");
     std::fs::create_dir_all(&straight).unwrap();
     let mut state = start(&config, &tokenizer, &device);
-    pretrain(
+    train(
         &mut state,
         &loader,
         &RunPaths::in_dir(&straight),
@@ -183,6 +187,7 @@ fn a_resumed_run_repeats_the_uninterrupted_losses() {
             epochs: 3,
             max_steps: Some(steps),
         },
+        "pretrain",
     )
     .unwrap();
 
@@ -190,7 +195,7 @@ fn a_resumed_run_repeats_the_uninterrupted_losses() {
     std::fs::create_dir_all(&split).unwrap();
     let paths = RunPaths::in_dir(&split);
     let mut first = start(&config, &tokenizer, &device);
-    pretrain(
+    train(
         &mut first,
         &loader,
         &paths,
@@ -198,6 +203,7 @@ fn a_resumed_run_repeats_the_uninterrupted_losses() {
             epochs: 3,
             max_steps: Some(steps / 2),
         },
+        "pretrain",
     )
     .unwrap();
     drop(first);
@@ -206,7 +212,7 @@ fn a_resumed_run_repeats_the_uninterrupted_losses() {
         AlbefPretraining::resume(&checkpoint, tokenizer.special_tokens().unwrap(), &device)
             .unwrap();
     assert_eq!(resumed.position.step, steps / 2);
-    pretrain(
+    train(
         &mut resumed,
         &loader,
         &paths,
@@ -214,6 +220,7 @@ fn a_resumed_run_repeats_the_uninterrupted_losses() {
             epochs: 3,
             max_steps: Some(steps),
         },
+        "pretrain",
     )
     .unwrap();
 

@@ -2,15 +2,17 @@
 //! tokenizers, and (with the training pipeline) manifests, image transforms
 //! and loaders.
 
+pub mod fashion_mnist;
 pub mod loader;
 pub mod manifest;
+pub mod parallel;
 pub mod tokenizer;
 pub mod transforms;
 pub mod world;
 
 pub use loader::{ImageTextBatch, Loader, LoaderConfig};
 pub use manifest::{BadEntries, CaptionedImage, Location, RetrievalSet, Skipped};
-pub use tokenizer::{EncodedBatch, SpecialTokens, TextTokenizer};
+pub use tokenizer::{EncodedBatch, Framing, SpecialTokens, TextTokenizer};
 
 /// Errors of the data crate.
 #[derive(Debug, thiserror::Error)]

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Int, Tensor};
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::TrainerWrapper;
+use tokenizers::models::unigram::{Unigram, UnigramTrainerBuilder};
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
-use tokenizers::normalizers::BertNormalizer;
+use tokenizers::normalizers::{BertNormalizer, NFKC};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
@@ -68,57 +70,66 @@ pub struct SpecialTokens {
 impl TextTokenizer {
     /// Trains a BERT-style WordPiece tokenizer (lower-casing, accent
     /// stripping, CJK characters split, ids `[PAD]`=0 `[UNK]` `[CLS]` `[SEP]`
-    /// `[MASK]` first) on `texts`. Like ALBEF's tokenizer it frames a single
-    /// text as `[CLS] tokens` with no `[SEP]`.
-    pub fn train_wordpiece<I, S>(texts: I, vocab_size: usize) -> Result<Self, DataError>
+    /// `[MASK]` first) on `texts`, framing a single text as `framing` says.
+    pub fn train_wordpiece<I, S>(
+        texts: I,
+        vocab_size: usize,
+        framing: Framing,
+    ) -> Result<Self, DataError>
     where
         I: Iterator<Item = S> + Send,
         S: AsRef<str> + Send,
     {
-        let err = |message: String| DataError::Tokenizer {
-            path: PathBuf::from("<training>"),
-            message,
-        };
         let mut tokenizer = Tokenizer::new(WordPiece::default());
         tokenizer
             .with_normalizer(Some(BertNormalizer::default()))
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| training_error(e.to_string()))?;
         tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
         tokenizer.with_decoder(Some(WordPieceDecoder::default()));
         let mut trainer: TrainerWrapper = WordPieceTrainerBuilder::new()
             .vocab_size(vocab_size)
             .min_frequency(1)
             .show_progress(false)
-            .special_tokens(
-                BERT_SPECIAL_TOKENS
-                    .iter()
-                    .map(|t| AddedToken::from(*t, true))
-                    .collect(),
-            )
+            .special_tokens(added_tokens(&BERT_SPECIAL_TOKENS))
             .build()
             .into();
         tokenizer
             .train(&mut trainer, texts)
-            .map_err(|e| err(e.to_string()))?;
-        let cls = tokenizer
-            .token_to_id("[CLS]")
-            .ok_or_else(|| err("no [CLS] after training".into()))?;
-        let template = TemplateProcessing::builder()
-            .try_single("[CLS] $A")
-            .map_err(|e| err(e.to_string()))?
-            .special_tokens(vec![("[CLS]", cls)])
+            .map_err(|e| training_error(e.to_string()))?;
+        let template = match framing {
+            Framing::Start => "[CLS] $A",
+            Framing::StartEnd => "[CLS] $A [SEP]",
+        };
+        finish_training(tokenizer, template, "[PAD]")
+    }
+
+    /// Trains an XLM-R-style multilingual Unigram tokenizer (NFKC, the
+    /// SentencePiece `▁` word boundary, no lower-casing; ids `<s>`=0
+    /// `<pad>`=1 `</s>`=2 `<unk>`=3 as XLM-R, `<mask>` next) on `texts`.
+    /// A text is framed as `<s> tokens </s>`, as XLM-R's.
+    pub fn train_unigram<I, S>(texts: I, vocab_size: usize) -> Result<Self, DataError>
+    where
+        I: Iterator<Item = S> + Send,
+        S: AsRef<str> + Send,
+    {
+        let mut tokenizer = Tokenizer::new(Unigram::default());
+        tokenizer
+            .with_normalizer(Some(NFKC))
+            .map_err(|e| training_error(e.to_string()))?;
+        tokenizer.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::Always, true)));
+        tokenizer.with_decoder(Some(Metaspace::new('▁', PrependScheme::Always, true)));
+        let mut trainer: TrainerWrapper = UnigramTrainerBuilder::default()
+            .vocab_size(vocab_size as u32)
+            .show_progress(false)
+            .special_tokens(added_tokens(&XLMR_SPECIAL_TOKENS))
+            .unk_token(Some("<unk>".into()))
             .build()
-            .map_err(|e| err(e.to_string()))?;
-        tokenizer.with_post_processor(Some(template));
-        let pad = tokenizer
-            .token_to_id("[PAD]")
-            .ok_or_else(|| err("no [PAD] after training".into()))?;
-        tokenizer.with_padding(Some(PaddingParams {
-            pad_id: pad,
-            pad_token: "[PAD]".into(),
-            ..Default::default()
-        }));
-        Ok(Self::from_tokenizer(tokenizer, PathBuf::from("<trained>")))
+            .map_err(|e| training_error(e.to_string()))?
+            .into();
+        tokenizer
+            .train(&mut trainer, texts)
+            .map_err(|e| training_error(e.to_string()))?;
+        finish_training(tokenizer, "<s> $A </s>", "<pad>")
     }
 
     /// Saves as `tokenizer.json`.
@@ -224,6 +235,66 @@ impl TextTokenizer {
     }
 }
 
+/// How a trained tokenizer frames a single text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `[CLS] tokens`, as ALBEF's text encoder (no `[SEP]`).
+    Start,
+    /// `[CLS] tokens [SEP]`: a CLIP-style text tower pools the end token.
+    StartEnd,
+}
+
+/// The special tokens of an XLM-R vocabulary, in id order (`<mask>` last
+/// in XLM-R; next after these in a trained vocabulary).
+pub const XLMR_SPECIAL_TOKENS: [&str; 5] = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"];
+
+fn training_error(message: String) -> DataError {
+    DataError::Tokenizer {
+        path: PathBuf::from("<training>"),
+        message,
+    }
+}
+
+fn added_tokens(tokens: &[&str]) -> Vec<AddedToken> {
+    tokens.iter().map(|t| AddedToken::from(*t, true)).collect()
+}
+
+/// Adds the framing `template` (whose special tokens must be in the trained
+/// vocabulary) and padding with `pad`.
+fn finish_training(
+    mut tokenizer: Tokenizer,
+    template: &str,
+    pad: &str,
+) -> Result<TextTokenizer, DataError> {
+    let id = |token: &str| {
+        tokenizer
+            .token_to_id(token)
+            .ok_or_else(|| training_error(format!("no {token} after training")))
+    };
+    let specials = template
+        .split_whitespace()
+        .filter(|t| *t != "$A")
+        .map(|t| Ok((t.to_owned(), id(t)?)))
+        .collect::<Result<Vec<_>, DataError>>()?;
+    let pad_id = id(pad)?;
+    let processor = TemplateProcessing::builder()
+        .try_single(template)
+        .map_err(|e| training_error(e.to_string()))?
+        .special_tokens(specials)
+        .build()
+        .map_err(|e| training_error(e.to_string()))?;
+    tokenizer.with_post_processor(Some(processor));
+    tokenizer.with_padding(Some(PaddingParams {
+        pad_id,
+        pad_token: pad.into(),
+        ..Default::default()
+    }));
+    Ok(TextTokenizer::from_tokenizer(
+        tokenizer,
+        PathBuf::from("<trained>"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,7 +306,9 @@ mod tests {
             "a small blue square on the left",
             "一个红色圆形",
         ];
-        let tokenizer = TextTokenizer::train_wordpiece(texts.iter().cycle().take(30), 200).unwrap();
+        let tokenizer =
+            TextTokenizer::train_wordpiece(texts.iter().cycle().take(30), 200, Framing::Start)
+                .unwrap();
         let special = tokenizer.special_tokens().unwrap();
         assert_eq!((special.pad, special.cls), (0, 2));
         let batch = tokenizer
@@ -248,5 +321,34 @@ mod tests {
         assert_eq!(&batch.ids[8..], &[0, 0]);
         let words = tokenizer.encode_batch(&["red"], None).unwrap();
         assert_eq!(words.len, 2, "whole words are single tokens");
+    }
+
+    #[test]
+    fn a_trained_unigram_frames_like_xlm_r() {
+        let texts = [
+            "a large red circle",
+            "a small blue square on the left",
+            "一个大的红色圆形",
+            "左边一个小的蓝色正方形",
+            "ein großer roter Kreis",
+        ];
+        let tokenizer = TextTokenizer::train_unigram(texts.iter().cycle().take(50), 120).unwrap();
+        let special = tokenizer.special_tokens().unwrap();
+        assert_eq!((special.cls, special.pad), (0, 1));
+        assert_eq!(tokenizer.token_id("</s>"), Some(2));
+        let batch = tokenizer
+            .encode_batch(&["a red circle", "一个红色圆形"], None)
+            .unwrap();
+        let row = |r: usize| &batch.ids[r * batch.len..(r + 1) * batch.len];
+        for r in 0..2 {
+            let used = batch.attention_mask[r * batch.len..(r + 1) * batch.len]
+                .iter()
+                .filter(|&&m| m == 1)
+                .count();
+            assert_eq!(row(r)[0], 0, "starts with <s>");
+            assert_eq!(row(r)[used - 1], 2, "ends with </s>");
+            assert!(row(r)[1..used - 1].iter().all(|&i| i > 4), "{:?}", row(r));
+            assert!(row(r)[used..].iter().all(|&i| i == 1), "pads with <pad>");
+        }
     }
 }

@@ -16,14 +16,14 @@ use clap::{Args, Parser, Subcommand};
 use vl_backend::Backend;
 use vl_data::manifest::read_captioned_images;
 use vl_data::world::{WorldConfig, existing_world, write_world};
-use vl_data::{BadEntries, Loader, LoaderConfig, RetrievalSet, TextTokenizer};
+use vl_data::{BadEntries, Framing, Loader, LoaderConfig, RetrievalSet, TextTokenizer};
 use vl_models::Albef;
 use vl_training::albef::{AlbefPretraining, PretrainConfig};
 use vl_training::checkpoint::Checkpoint;
 use vl_training::retrieval::{
     RetrievalEval, RetrievalMetrics, RetrievalReport, evaluate_retrieval,
 };
-use vl_training::runner::{RunPaths, StopAt, pretrain};
+use vl_training::runner::{RunPaths, StopAt, train};
 
 #[derive(Parser)]
 #[command(version, about = "ALBEF pretraining and retrieval on burn")]
@@ -341,7 +341,7 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         config.batch_size,
         args.common.backend
     );
-    let summary = pretrain(
+    let summary = train(
         &mut state,
         &loader,
         &paths,
@@ -349,8 +349,12 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
             epochs: config.schedular.epochs,
             max_steps: args.max_steps,
         },
+        "pretrain",
     )?;
     let skipped = loader.skipped();
+    for entry in &skipped.entries {
+        log::warn!("skipped {entry}");
+    }
     if skipped.count() > 0 {
         log::warn!("{} unusable images skipped", skipped.count());
     }
@@ -397,7 +401,7 @@ fn train_tokenizer(config: &PretrainConfig, out: &Path) -> anyhow::Result<TextTo
         )?;
         captions.extend(items.into_iter().flat_map(|i| i.captions));
     }
-    let tokenizer = TextTokenizer::train_wordpiece(captions.iter(), 30522)?;
+    let tokenizer = TextTokenizer::train_wordpiece(captions.iter(), 30522, Framing::Start)?;
     let path = out.join("tokenizer.json");
     tokenizer.save(&path)?;
     log::info!(

@@ -37,6 +37,7 @@ use vl_objectives::{
 use crate::TrainError;
 use crate::checkpoint::{Checkpoint, load_module_bytes, module_bytes};
 use crate::optimizer::{OptimizerConfig, adamw};
+use crate::runner::{Position, StepReport, Trainee};
 use crate::schedule::ScheduleConfig;
 
 /// ALBEF's pretraining configuration: the keys of the reference
@@ -219,15 +220,37 @@ impl StepLosses {
     }
 }
 
-/// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Position {
-    /// Steps done in all.
-    pub step: usize,
-    /// Current epoch.
-    pub epoch: usize,
-    /// Steps done in the current epoch.
-    pub step_in_epoch: usize,
+impl From<StepLosses> for StepReport {
+    fn from(l: StepLosses) -> Self {
+        StepReport {
+            losses: vec![
+                ("loss_ita", l.loss_ita),
+                ("loss_itm", l.loss_itm),
+                ("loss_mlm", l.loss_mlm),
+            ],
+            settings: vec![("lr", l.lr), ("alpha", l.alpha), ("temp", l.temp as f64)],
+        }
+    }
+}
+
+impl Trainee for AlbefPretraining {
+    type Batch = ImageTextBatch;
+
+    fn position(&self) -> Position {
+        self.position
+    }
+
+    fn step(
+        &mut self,
+        batch: &ImageTextBatch,
+        steps_per_epoch: usize,
+    ) -> Result<StepReport, TrainError> {
+        AlbefPretraining::step(self, batch, steps_per_epoch).map(StepReport::from)
+    }
+
+    fn checkpoint(&self) -> Result<Checkpoint, TrainError> {
+        AlbefPretraining::checkpoint(self)
+    }
 }
 
 /// Everything that evolves during pretraining.
@@ -320,12 +343,7 @@ impl AlbefPretraining {
             Ok((report, grads)) => {
                 self.model = Some(self.optimizer.step(report.lr, model, grads));
                 self.momentum = Some(momentum);
-                self.position.step += 1;
-                self.position.step_in_epoch += 1;
-                if self.position.step_in_epoch == steps_per_epoch {
-                    self.position.epoch += 1;
-                    self.position.step_in_epoch = 0;
-                }
+                self.position.advance(steps_per_epoch);
                 Ok(report)
             }
             Err(e) => {
@@ -419,7 +437,7 @@ impl AlbefPretraining {
         // --- ITM: hard negatives from the in-batch similarities.
         let in_batch = |sim: &Tensor<2>| sim.clone().without_autodiff().slice([0..b, 0..b]);
         let diagonal: Tensor<2, Bool> = same_id(Tensor::arange(0..b as i64, &self.device));
-        let progress = epoch as f64 + step_in_epoch as f64 / steps_per_epoch.max(1) as f64;
+        let progress = self.position.progress(steps_per_epoch);
         let hardness = match self.config.itm_hardness_warmup_epochs {
             w if w > 0.0 => (progress / w).min(1.0),
             _ => 1.0,

@@ -1,16 +1,16 @@
-//! The ALBEF pretraining loop around [`AlbefPretraining::step`]: batches
-//! from a prefetching loader, a progress bar, JSON-lines metrics, an atomic
-//! checkpoint at the end of every epoch (and on request), and the
-//! loss-curve plot.
+//! The training loop every stage shares: batches from a prefetching source,
+//! one [`Trainee::step`] each, a progress bar, JSON-lines metrics, an atomic
+//! checkpoint at the end of every epoch (and at the stop), and the
+//! loss-curve plot. ALBEF pretraining and the three AltCLIP stages are
+//! [`Trainee`]s.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::Serialize;
-use vl_data::Loader;
+use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
-use crate::albef::{AlbefPretraining, StepLosses};
+use crate::checkpoint::Checkpoint;
 use crate::metrics::{MetricsLog, plot_curves, read_series};
 use crate::progress::bar;
 
@@ -36,6 +36,132 @@ impl RunPaths {
     }
 }
 
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Position {
+    /// Steps done in all.
+    pub step: usize,
+    /// Current epoch.
+    pub epoch: usize,
+    /// Steps done in the current epoch.
+    pub step_in_epoch: usize,
+}
+
+impl Position {
+    /// Counts one step of an epoch of `steps_per_epoch`.
+    pub fn advance(&mut self, steps_per_epoch: usize) {
+        self.step += 1;
+        self.step_in_epoch += 1;
+        if self.step_in_epoch == steps_per_epoch {
+            self.epoch += 1;
+            self.step_in_epoch = 0;
+        }
+    }
+
+    /// Epochs done, fractional.
+    pub fn progress(&self, steps_per_epoch: usize) -> f64 {
+        self.epoch as f64 + self.step_in_epoch as f64 / steps_per_epoch.max(1) as f64
+    }
+}
+
+/// What one step reports: its losses (summed into what is minimised) and
+/// settings worth logging (learning rate, α, temperature…).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepReport {
+    /// `(metric key, value)` of each loss.
+    pub losses: Vec<(&'static str, f32)>,
+    /// `(metric key, value)` of each logged setting.
+    pub settings: Vec<(&'static str, f64)>,
+}
+
+impl StepReport {
+    /// Sum of the losses (what is minimised).
+    pub fn total(&self) -> f32 {
+        self.losses.iter().map(|(_, l)| l).sum()
+    }
+
+    /// The loss called `key`.
+    pub fn loss(&self, key: &str) -> Option<f32> {
+        self.losses.iter().find(|(k, _)| *k == key).map(|(_, l)| *l)
+    }
+
+    /// [`TrainError::NonFinite`] if a loss is NaN or infinite.
+    pub fn check_finite(&self, step: usize) -> Result<(), TrainError> {
+        if self.losses.iter().all(|(_, l)| l.is_finite()) {
+            return Ok(());
+        }
+        let losses: Vec<String> = self
+            .losses
+            .iter()
+            .map(|(k, l)| format!("{k} {l}"))
+            .collect();
+        Err(TrainError::NonFinite {
+            step,
+            losses: losses.join(", "),
+        })
+    }
+}
+
+/// A training state the loop can drive.
+pub trait Trainee {
+    /// What one step consumes.
+    type Batch;
+
+    /// Steps done.
+    fn position(&self) -> Position;
+
+    /// One optimisation step; `steps_per_epoch` drives the schedule. On a
+    /// non-finite loss it returns [`TrainError::NonFinite`] and leaves the
+    /// state as before the step.
+    fn step(
+        &mut self,
+        batch: &Self::Batch,
+        steps_per_epoch: usize,
+    ) -> Result<StepReport, TrainError>;
+
+    /// Snapshot of everything needed to resume.
+    fn checkpoint(&self) -> Result<Checkpoint, TrainError>;
+}
+
+/// A deterministic source of batches, epoch by epoch.
+pub trait Batches {
+    /// One batch.
+    type Batch;
+
+    /// Steps in an epoch.
+    fn steps_per_epoch(&self) -> usize;
+
+    /// Samples in a batch.
+    fn batch_len(batch: &Self::Batch) -> usize;
+
+    /// The batches of `epoch` from `start_step` on.
+    fn epoch(
+        &self,
+        epoch: usize,
+        start_step: usize,
+    ) -> impl Iterator<Item = Result<Self::Batch, TrainError>>;
+}
+
+impl Batches for vl_data::Loader {
+    type Batch = vl_data::ImageTextBatch;
+
+    fn steps_per_epoch(&self) -> usize {
+        vl_data::Loader::steps_per_epoch(self)
+    }
+
+    fn batch_len(batch: &Self::Batch) -> usize {
+        batch.len()
+    }
+
+    fn epoch(
+        &self,
+        epoch: usize,
+        start_step: usize,
+    ) -> impl Iterator<Item = Result<Self::Batch, TrainError>> {
+        vl_data::Loader::epoch(self, epoch, start_step).map(|b| b.map_err(TrainError::from))
+    }
+}
+
 /// When to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StopAt {
@@ -54,67 +180,83 @@ pub struct RunSummary {
     pub steps_this_run: usize,
     /// Wall-clock seconds of this invocation's training.
     pub seconds: f64,
-    /// Losses of the first and last step of this invocation.
-    pub first: Option<StepLosses>,
-    /// Losses of the last step.
-    pub last: Option<StepLosses>,
+    /// Samples per second of this invocation.
+    pub samples_per_s: f64,
+    /// Report of this invocation's first step.
+    pub first: Option<StepReport>,
+    /// Report of the last step.
+    pub last: Option<StepReport>,
 }
 
-/// Trains until `stop`, from wherever `state` is.
-pub fn pretrain(
-    state: &mut AlbefPretraining,
-    loader: &Loader,
+/// Trains `state` on `batches` until `stop`, from wherever it is; `what`
+/// names the stage on the progress bar and the plot.
+pub fn train<T, B>(
+    state: &mut T,
+    batches: &B,
     paths: &RunPaths,
     stop: StopAt,
-) -> Result<RunSummary, TrainError> {
-    let steps_per_epoch = loader.steps_per_epoch();
+    what: &str,
+) -> Result<RunSummary, TrainError>
+where
+    T: Trainee,
+    B: Batches<Batch = T::Batch>,
+{
+    let steps_per_epoch = batches.steps_per_epoch();
     let total = stop.epochs * steps_per_epoch;
     let total = stop.max_steps.map_or(total, |m| m.min(total));
     let mut metrics = MetricsLog::open(&paths.metrics)?;
-    let progress = bar(total as u64, "pretrain");
-    progress.set_position(state.position.step as u64);
+    let progress = bar(total as u64, what);
+    let first_step = state.position().step;
+    progress.set_position(first_step as u64);
     let start = Instant::now();
-    let first_step = state.position.step;
+    let mut samples = 0usize;
     let mut summary = RunSummary {
-        steps: state.position.step,
+        steps: first_step,
         steps_this_run: 0,
         seconds: 0.0,
+        samples_per_s: 0.0,
         first: None,
         last: None,
     };
-    'epochs: while state.position.step < total {
-        let epoch = state.position.epoch;
-        for batch in loader.epoch(epoch, state.position.step_in_epoch) {
+    'epochs: while state.position().step < total {
+        let Position {
+            epoch,
+            step_in_epoch,
+            ..
+        } = state.position();
+        for batch in batches.epoch(epoch, step_in_epoch) {
             let batch = batch?;
-            let step = state.position.step;
-            let losses = state.step(&batch, steps_per_epoch)?;
-            let elapsed = start.elapsed().as_secs_f64();
-            let done = state.position.step - first_step;
-            let samples_per_s = (done * batch.len()) as f64 / elapsed.max(1e-9);
-            metrics.write(&serde_json::json!({
+            let step = state.position().step;
+            let report = state.step(&batch, steps_per_epoch)?;
+            samples += B::batch_len(&batch);
+            let samples_per_s = samples as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            let mut record = serde_json::json!({
                 "step": step,
                 "epoch": epoch,
-                "loss_mlm": losses.loss_mlm,
-                "loss_ita": losses.loss_ita,
-                "loss_itm": losses.loss_itm,
-                "loss": losses.total(),
-                "lr": losses.lr,
-                "alpha": losses.alpha,
-                "temp": losses.temp,
+                "loss": report.total(),
                 "samples_per_s": samples_per_s,
-            }))?;
+            });
+            for (key, value) in &report.losses {
+                record[*key] = serde_json::json!(value);
+            }
+            for (key, value) in &report.settings {
+                record[*key] = serde_json::json!(value);
+            }
+            metrics.write(&record)?;
+            let losses: Vec<String> = report
+                .losses
+                .iter()
+                .map(|(k, l)| format!("{} {l:.3}", k.trim_start_matches("loss_")))
+                .collect();
             progress.set_message(format!(
-                "loss {:.3} (ita {:.3} itm {:.3} mlm {:.3}) {:.0} samples/s",
-                losses.total(),
-                losses.loss_ita,
-                losses.loss_itm,
-                losses.loss_mlm,
-                samples_per_s
+                "loss {:.3} ({}) {samples_per_s:.0} samples/s",
+                report.total(),
+                losses.join(" ")
             ));
             progress.inc(1);
-            summary.first.get_or_insert(losses);
-            summary.last = Some(losses);
-            if state.position.step >= total {
+            summary.first.get_or_insert_with(|| report.clone());
+            summary.last = Some(report);
+            if state.position().step >= total {
                 break 'epochs;
             }
         }
@@ -122,21 +264,22 @@ pub fn pretrain(
     }
     state.checkpoint()?.write(&paths.checkpoint)?;
     progress.finish();
-    summary.steps = state.position.step;
-    summary.steps_this_run = state.position.step - first_step;
+    summary.steps = state.position().step;
+    summary.steps_this_run = summary.steps - first_step;
     summary.seconds = start.elapsed().as_secs_f64();
-    plot_losses(paths)?;
-    for skipped in loader.skipped().entries {
-        log::warn!("skipped {skipped}");
+    summary.samples_per_s = samples as f64 / summary.seconds.max(1e-9);
+    if let Some(report) = &summary.last {
+        let keys: Vec<&str> = report.losses.iter().map(|(k, _)| *k).collect();
+        plot_losses(paths, &format!("{what} losses"), &keys)?;
     }
     Ok(summary)
 }
 
-/// Redraws `loss.png` from `metrics.jsonl`.
-pub fn plot_losses(paths: &RunPaths) -> Result<(), TrainError> {
-    let series: Vec<(&str, Vec<(f64, f64)>)> = ["loss_ita", "loss_itm", "loss_mlm"]
-        .into_iter()
-        .map(|key| read_series(&paths.metrics, key).map(|s| (key, s)))
+/// Redraws the plot from the `keys` series of the metrics file.
+pub fn plot_losses(paths: &RunPaths, title: &str, keys: &[&str]) -> Result<(), TrainError> {
+    let series: Vec<(&str, Vec<(f64, f64)>)> = keys
+        .iter()
+        .map(|key| read_series(&paths.metrics, key).map(|s| (*key, s)))
         .collect::<Result<_, _>>()?;
-    plot_curves(&paths.plot, "ALBEF pretraining losses", &series)
+    plot_curves(&paths.plot, title, &series)
 }

@@ -256,6 +256,24 @@ fn noun_phrase(language: Language, object: &Object, with_size: bool) -> String {
     }
 }
 
+/// Zero-shot prompts of the class (colour, shape) in `language`: the noun
+/// phrase without a size and with each size ("a red circle", "a small red
+/// circle", "a large red circle"), the wordings the captions use.
+pub fn class_prompts(language: Language, colour: Colour, shape: Shape) -> Vec<String> {
+    let object = |size| Object {
+        shape,
+        colour,
+        size,
+        region: Region { column: 1, row: 1 },
+        bbox: [0.0; 4],
+    };
+    vec![
+        noun_phrase(language, &object(Size::Small), false),
+        noun_phrase(language, &object(Size::Small), true),
+        noun_phrase(language, &object(Size::Large), true),
+    ]
+}
+
 /// "a" or "an" before `word`.
 fn english_article(word: &str) -> &'static str {
     if word.starts_with(['a', 'e', 'i', 'o', 'u']) {

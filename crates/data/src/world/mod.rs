@@ -21,7 +21,7 @@ use rand::{RngExt, SeedableRng};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use captions::{Language, caption, corrupt_caption};
+pub use captions::{Language, caption, class_prompts, corrupt_caption};
 
 use crate::DataError;
 
@@ -242,6 +242,68 @@ fn scene_rng(seed: u64, scene: u64, purpose: u64) -> StdRng {
     StdRng::seed_from_u64(mix)
 }
 
+/// The classes of zero-shot classification: every (colour, shape).
+pub fn zero_shot_classes() -> Vec<(Colour, Shape)> {
+    Colour::ALL
+        .into_iter()
+        .flat_map(|c| Shape::ALL.into_iter().map(move |s| (c, s)))
+        .collect()
+}
+
+/// Held-out single-object scenes for zero-shot classification,
+/// `per_class` of each class of [`zero_shot_classes`] (its index is the
+/// label), at a random size and place. Their ids follow the world's, and
+/// their draws are seeded apart from it: none is a training image.
+pub fn zero_shot_scenes(config: &WorldConfig, per_class: usize) -> Vec<(Scene, usize)> {
+    let side = config.image_size as f32;
+    zero_shot_classes()
+        .into_iter()
+        .enumerate()
+        .flat_map(|(label, class)| (0..per_class).map(move |k| (label, class, k)))
+        .enumerate()
+        .map(|(i, (label, (colour, shape), _))| {
+            let id = config.images + i;
+            let mut rng = scene_rng(config.seed, id as u64, 7);
+            let size = if rng.random_bool(0.5) {
+                Size::Small
+            } else {
+                Size::Large
+            };
+            let r = radius(size, side);
+            let cx = rng.random_range(r + 1.0..side - r - 1.0);
+            let cy = rng.random_range(r + 1.0..side - r - 1.0);
+            let scene = Scene {
+                id,
+                image: format!("zero_shot/{id:06}.png"),
+                split: "zero_shot".into(),
+                objects: vec![object_at(shape, colour, size, cx, cy, side)],
+                background_seed: rng.random(),
+            };
+            (scene, label)
+        })
+        .collect()
+}
+
+/// Renders a scene at `side` pixels.
+pub fn render_scene(scene: &Scene, side: u32) -> image::RgbImage {
+    render::render(scene, side)
+}
+
+/// The object of this kind centred at `(cx, cy)`.
+fn object_at(shape: Shape, colour: Colour, size: Size, cx: f32, cy: f32, side: f32) -> Object {
+    let r = radius(size, side);
+    Object {
+        shape,
+        colour,
+        size,
+        region: Region {
+            column: ((cx / side) * 3.0).floor().min(2.0) as u8,
+            row: ((cy / side) * 3.0).floor().min(2.0) as u8,
+        },
+        bbox: [cx - r, cy - r, 2.0 * r, 2.0 * r],
+    }
+}
+
 /// Radius of an object of this size in an image of side `side`.
 pub fn radius(size: Size, side: f32) -> f32 {
     match size {
@@ -276,17 +338,9 @@ fn place_objects(rng: &mut StdRng, side: f32) -> Vec<Object> {
             if !clear {
                 continue;
             }
-            let region = Region {
-                column: ((cx / side) * 3.0).floor().min(2.0) as u8,
-                row: ((cy / side) * 3.0).floor().min(2.0) as u8,
-            };
-            objects.push(Object {
-                shape: Shape::ALL[rng.random_range(0..Shape::ALL.len())],
-                colour: Colour::ALL[rng.random_range(0..Colour::ALL.len())],
-                size,
-                region,
-                bbox,
-            });
+            let shape = Shape::ALL[rng.random_range(0..Shape::ALL.len())];
+            let colour = Colour::ALL[rng.random_range(0..Colour::ALL.len())];
+            objects.push(object_at(shape, colour, size, cx, cy, side));
             placed = true;
             break;
         }
