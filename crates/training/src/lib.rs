@@ -5,6 +5,7 @@
 //! ([`albef`] pretraining, [`retrieval`] evaluation).
 
 pub mod albef;
+pub mod altclip;
 pub mod checkpoint;
 pub mod metrics;
 pub mod optimizer;

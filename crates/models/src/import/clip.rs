@@ -21,8 +21,8 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use super::{
-    ImportError, KeyRule, LoadReport, Strictness, TensorMap, bert, hf_weights_file, load_strict,
-    prefixed, read_json, rule, skip_hf_buffers,
+    ImportError, KeyRule, LoadReport, Strictness, TensorMap, bert, export_tensors, hf_weights_file,
+    load_strict, prefixed, read_json, rule, skip_hf_buffers,
 };
 use crate::altclip::{AltClipConfig, AltClipModel};
 use crate::bert::BertFamily;
@@ -141,4 +141,31 @@ pub fn load_altclip(
     )?;
     report.skipped = skipped;
     Ok((model, report))
+}
+
+/// Writes `model` as an HF `AltCLIPModel` directory: `config.json` (with
+/// the `model_type`s and `architectures` that `transformers` dispatches on)
+/// and `model.safetensors` in the hub's key spelling. Both
+/// [`load_altclip_dir`] and `transformers.AltCLIPModel.from_pretrained`
+/// load it.
+pub fn save_altclip_dir(
+    model: &AltClipModel,
+    config: &AltClipConfig,
+    dir: &Path,
+) -> Result<(), ImportError> {
+    let err = |path: &Path, message: String| ImportError::Read {
+        path: path.to_owned(),
+        message,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
+    let mut json = serde_json::to_value(config).map_err(|e| err(dir, e.to_string()))?;
+    json["model_type"] = "altclip".into();
+    json["architectures"] = serde_json::json!(["AltCLIPModel"]);
+    json["text_config"]["model_type"] = "altclip_text_model".into();
+    json["vision_config"]["model_type"] = "altclip_vision_model".into();
+    let config_path = dir.join("config.json");
+    let text = serde_json::to_string_pretty(&json).map_err(|e| err(dir, e.to_string()))?;
+    std::fs::write(&config_path, text).map_err(|e| err(&config_path, e.to_string()))?;
+    export_tensors(model, &altclip_rules(), &["logit_scale"])?
+        .write_safetensors(&dir.join("model.safetensors"))
 }

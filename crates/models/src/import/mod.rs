@@ -568,6 +568,31 @@ fn is_float(dtype: DType) -> bool {
     )
 }
 
+/// The model's parameters in PyTorch layout, named by the checkpoint keys
+/// of `rules` (the inverse of [`load_strict`]'s renaming). A `[1]`
+/// parameter listed in `scalars` (by checkpoint key) is written 0-dim, as
+/// PyTorch stores it.
+pub fn export_tensors<M: Module>(
+    model: &M,
+    rules: &[KeyRule],
+    scalars: &[&str],
+) -> Result<TensorMap, ImportError> {
+    let mut map = TensorMap::default();
+    for snapshot in model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), false) {
+        let key = to_checkpoint_key(rules, &snapshot.name);
+        let data = bridge::into_data(snapshot)
+            .map_err(|e| ImportError::Unsupported(format!("{key}: {e}")))?;
+        let data = if scalars.contains(&key.as_str()) && data.shape().to_vec() == [1] {
+            let value = data.convert::<f32>().try_into_vec::<f32>().expect("f32");
+            TensorData::new(value, Vec::<usize>::new())
+        } else {
+            data
+        };
+        map.insert(key, data);
+    }
+    Ok(map)
+}
+
 /// Reads and parses a JSON config file.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ImportError> {
     let text = std::fs::read_to_string(path).map_err(|e| ImportError::Config {
