@@ -19,6 +19,7 @@ use serde::Serialize;
 use vl_backend::Backend;
 use vl_data::world::Language;
 use vl_data::{Framing, Loader, LoaderConfig, TextTokenizer};
+use vl_models::altclip::AltClipTextModel;
 use vl_models::{AltClipModel, ClipModel};
 use vl_training::altclip::{
     AltClipRecipe, CaptionBatches, ContrastiveTuning, Distillation, DualEncoder, ParallelBatches,
@@ -120,8 +121,12 @@ struct QuickArgs {
     /// catalogs (`/usr/share/locale/zh_CN/LC_MESSAGES/*.mo`, or this root).
     #[arg(long, num_args = 0..=1, default_missing_value = vl_data::parallel::SYSTEM_LOCALE_DIR)]
     gettext: Option<PathBuf>,
-    /// Retrain the teacher even if a cached one exists.
+    /// Use this teacher (a `teacher` checkpoint.ckpt or an HF CLIP
+    /// directory, tokenizer.json beside it) instead of training one.
     #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// Retrain the teacher even if a cached one exists.
+    #[arg(long, conflicts_with = "teacher")]
     retrain_teacher: bool,
 }
 
@@ -145,9 +150,14 @@ struct DistillArgs {
     common: Common,
     #[command(flatten)]
     data: DataArgs,
-    /// The teacher: a checkpoint.ckpt of `teacher` (its tokenizer.json beside it).
+    /// The teacher: a checkpoint.ckpt of `teacher`, or an HF CLIP
+    /// directory (config.json, model.safetensors); its tokenizer.json beside it.
     #[arg(long)]
     teacher: PathBuf,
+    /// Start the student's text tower from an HF XLM-R or AltCLIP directory
+    /// (its tokenizer.json is then the student's) instead of a fresh `tiny`.
+    #[arg(long)]
+    student: Option<PathBuf>,
     /// More parallel text: TSV files of `english<TAB>target` lines.
     #[arg(long)]
     parallel: Vec<PathBuf>,
@@ -251,7 +261,7 @@ fn run() -> anyhow::Result<()> {
 /// per-language table after each.
 fn quick(args: QuickArgs) -> anyhow::Result<()> {
     let common = &args.common;
-    let recipe = common.recipe()?;
+    let mut recipe = common.recipe()?;
     let task = Task::open(&args.data, common.seed)?;
     let out = common.out_dir(&format!("runs/altclip-{}-seed{}", task.name(), common.seed))?;
     let device = common.backend.device()?;
@@ -264,7 +274,11 @@ fn quick(args: QuickArgs) -> anyhow::Result<()> {
         fingerprint(&recipe)
     ));
     let cached = teacher_dir.join("checkpoint.ckpt");
-    let (teacher, teacher_tokenizer) = if cached.is_file() && !args.retrain_teacher {
+    let (teacher, teacher_tokenizer) = if let Some(path) = &args.teacher {
+        let (teacher, tokenizer, loaded) = load_any_teacher(path, recipe, &device)?;
+        recipe = loaded;
+        (teacher, tokenizer)
+    } else if cached.is_file() && !args.retrain_teacher {
         log::info!("using the cached teacher {}", cached.display());
         load_teacher_run(&cached, &device)?
     } else {
@@ -291,6 +305,7 @@ fn quick(args: QuickArgs) -> anyhow::Result<()> {
         &teacher,
         &teacher_tokenizer,
         &pairs,
+        None,
         None,
         recipe.clone(),
         &stage1_dir,
@@ -335,7 +350,8 @@ fn quick(args: QuickArgs) -> anyhow::Result<()> {
     };
     results.write(&out.join("results.json"))?;
     results.print(&task);
-    println!("teacher:  {}", teacher_dir.display());
+    let teacher_source = args.teacher.as_deref().unwrap_or(&teacher_dir);
+    println!("teacher:  {}", teacher_source.display());
     println!("stage 1:  {}", stage1_dir.display());
     println!("stage 2:  {}", stage2_dir.display());
     println!("results:  {}", out.join("results.json").display());
@@ -372,6 +388,29 @@ fn load_teacher_run(
     let model = load_teacher(&read, device)?;
     let tokenizer = load_tokenizer(&checkpoint.with_file_name("tokenizer.json"))?;
     Ok((model, tokenizer))
+}
+
+/// A teacher from a `teacher` checkpoint (with its recipe) or from an HF
+/// CLIP directory (into `recipe`, whose student then projects to the
+/// teacher's text width); its tokenizer.json beside it.
+fn load_any_teacher(
+    path: &Path,
+    mut recipe: AltClipRecipe,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<(ClipModel, TextTokenizer, AltClipRecipe)> {
+    if path.is_dir() {
+        let config: vl_models::ClipConfig =
+            vl_models::import::read_json(&path.join("config.json"))?;
+        let (model, _) = vl_models::import::clip::load_clip_dir(path, device)
+            .with_context(|| format!("loading {}", path.display()))?;
+        recipe.student.project_dim = config.text_config.hidden_size;
+        recipe.teacher = config;
+        let tokenizer = load_tokenizer(&path.join("tokenizer.json"))?;
+        return Ok((model, tokenizer, recipe));
+    }
+    let (teacher, tokenizer) = load_teacher_run(path, device)?;
+    let recipe = vl_training::altclip::recipe_of(&Checkpoint::read(path)?)?;
+    Ok((teacher, tokenizer, recipe))
 }
 
 fn load_student_run(
@@ -485,6 +524,7 @@ fn run_distill(
     teacher_tokenizer: &TextTokenizer,
     pairs: &PairSet,
     tokenizer: Option<TextTokenizer>,
+    init_text: Option<AltClipTextModel>,
     mut recipe: AltClipRecipe,
     out: &Path,
     common: &Common,
@@ -512,12 +552,17 @@ fn run_distill(
     let mut state = match resume {
         Some(path) => Distillation::resume(&Checkpoint::read(path)?, &device)?,
         None => {
-            recipe.student.roberta.vocab_size = tokenizer.vocab_size();
-            let special = tokenizer.special_tokens()?;
-            recipe.student.roberta.pad_token_id = special.pad as usize;
+            if init_text.is_none() {
+                recipe.student.roberta.vocab_size = tokenizer.vocab_size();
+                recipe.student.roberta.pad_token_id = tokenizer.special_tokens()?.pad as usize;
+            }
+            recipe.fit_max_tokens();
             recipe.validate()?;
             device.seed(common.seed);
-            let student = recipe.student_from_teacher(teacher, &device);
+            let mut student = recipe.student_from_teacher(teacher, &device);
+            if let Some(text) = init_text {
+                student.text_model = text;
+            }
             Distillation::new(recipe, student, common.seed, &device)
         }
     };
@@ -552,6 +597,30 @@ fn run_distill(
         tokenizer: Arc::unwrap_or_clone(tokenizer),
         mse: HeldOutMse { before, after },
     })
+}
+
+/// The text tower of an HF AltCLIP directory, or an HF XLM-R encoder with
+/// a fresh AltCLIP head; `recipe.student` becomes its config.
+fn load_hf_student(
+    dir: &Path,
+    recipe: &mut AltClipRecipe,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<AltClipTextModel> {
+    let config: serde_json::Value = vl_models::import::read_json(&dir.join("config.json"))?;
+    if config["model_type"] == "altclip" {
+        let altclip = vl_models::import::clip::read_altclip_config(dir)?;
+        let (model, _) = vl_models::import::clip::load_altclip_dir(dir, device)?;
+        recipe.student = altclip.text_config;
+        return Ok(model.text_model);
+    }
+    let (mut roberta, _) = vl_models::import::bert::load_bert_dir(dir, device)?;
+    // AltCLIP's XLM-R has no pooler (the head pools `<s>` itself).
+    roberta.pooler = None;
+    recipe.student.roberta = vl_models::import::bert::read_config(dir)?;
+    recipe.student.roberta.add_pooling_layer = false;
+    let mut text = recipe.student.init(device);
+    text.roberta = roberta;
+    Ok(text)
 }
 
 /// Stage-1 batches of `(english, student side)` pairs: the teacher's
@@ -769,22 +838,34 @@ fn distill_command(args: DistillArgs) -> anyhow::Result<()> {
     let device = args.common.backend.device()?;
     let task = Task::open(&args.data, args.common.seed)?;
     let out = args.common.out_dir("runs/altclip-stage1")?;
-    let (teacher, teacher_tokenizer) = load_teacher_run(&args.teacher, &device)?;
-    let mut recipe = vl_training::altclip::recipe_of(&Checkpoint::read(&args.teacher)?)?;
+    let (teacher, teacher_tokenizer, mut recipe) =
+        load_any_teacher(&args.teacher, args.common.recipe()?, &device)?;
     if let Some(epochs) = args.epochs {
         recipe.stage1.schedular.epochs = epochs;
     }
     let pairs = PairSet::gather(&task, &args.parallel, args.gettext.as_deref())?;
-    let tokenizer = match (&args.tokenizer, &args.resume) {
+    let mut tokenizer = match (&args.tokenizer, &args.resume) {
         (Some(path), _) => Some(load_tokenizer(path)?),
         (None, Some(_)) => Some(load_tokenizer(&out.join("tokenizer.json"))?),
         (None, None) => None,
+    };
+    let init_text = match &args.student {
+        Some(dir) => {
+            let text = load_hf_student(dir, &mut recipe, &device)
+                .with_context(|| format!("loading the student {}", dir.display()))?;
+            if tokenizer.is_none() {
+                tokenizer = Some(load_tokenizer(&dir.join("tokenizer.json"))?);
+            }
+            Some(text)
+        }
+        None => None,
     };
     let stage1 = run_distill(
         &teacher,
         &teacher_tokenizer,
         &pairs,
         tokenizer,
+        init_text,
         recipe,
         &out,
         &args.common,

@@ -213,6 +213,19 @@ impl AltClipRecipe {
         }
     }
 
+    /// Lowers `max_tokens` to what both text towers' position tables hold
+    /// (an HF CLIP has 77 positions; XLM-R's start after the padding id).
+    pub fn fit_max_tokens(&mut self) {
+        let roberta = &self.student.roberta;
+        let student = roberta
+            .max_position_embeddings
+            .saturating_sub(roberta.pad_token_id + 1);
+        self.max_tokens = self
+            .max_tokens
+            .min(self.teacher.text_config.max_position_embeddings)
+            .min(student);
+    }
+
     /// Checks that the student can regress the teacher.
     pub fn validate(&self) -> Result<(), TrainError> {
         let (project, width) = (
