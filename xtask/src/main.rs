@@ -5,6 +5,8 @@
 //! - `fixtures --python VENV/bin/python`: regenerate the committed fixtures.
 //! - `gen-world --out DIR --seed N --image-size S --images K`: write the
 //!   synthetic shapes world (see `docs/datasets.md`).
+//! - `bench [--presets tiny,small] [--vs-pytorch --python PY] [--json F]`:
+//!   our steps beside PyTorch's (see `docs/benchmarks.md`).
 //! - `ci`: everything CI runs (`.ci/run` calls it).
 
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod ci;
 mod fixtures;
 mod material;
@@ -46,6 +49,51 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "tests/fixtures")]
         out: PathBuf,
+    },
+    /// Time our training and inference steps, optionally beside PyTorch's.
+    Bench {
+        /// Presets (tiny, small, base).
+        #[arg(long, value_delimiter = ',', default_value = "tiny,small")]
+        presets: Vec<vl_training::bench::Preset>,
+        /// Steps (albef_pretrain, altclip_stage1, image_embed, text_embed,
+        /// itm_rerank; default all).
+        #[arg(long, value_delimiter = ',')]
+        steps: Option<Vec<vl_training::bench::Step>>,
+        /// Untimed calls first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Timed calls (the median is reported).
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        /// Our backend (cpu, wgpu, cuda; among those compiled in).
+        #[arg(long, default_value = "cpu")]
+        backend: vl_backend::Backend,
+        /// Also write the rows as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Run the PyTorch side too (bench/bench_torch.py).
+        #[arg(long, requires = "python")]
+        vs_pytorch: bool,
+        /// Python with torch and transformers.
+        #[arg(long, env = "VL_PYTHON")]
+        python: Option<PathBuf>,
+        /// PyTorch threads (ours use every core, as burn's CPU backend does).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// One measurement (a child process of `bench`).
+    #[command(hide = true)]
+    BenchOne {
+        #[arg(long)]
+        step: vl_training::bench::Step,
+        #[arg(long)]
+        preset: vl_training::bench::Preset,
+        #[arg(long, default_value = "cpu")]
+        backend: vl_backend::Backend,
+        #[arg(long)]
+        warmup: usize,
+        #[arg(long)]
+        iters: usize,
     },
     /// Run what CI runs: format, lints, GPU-feature build check, tests, and
     /// the real-weights MiniLM test.
@@ -104,6 +152,39 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ci => ci::run_all(),
+        Command::Bench {
+            presets,
+            steps,
+            warmup,
+            iters,
+            backend,
+            json,
+            vs_pytorch,
+            python,
+            threads,
+        } => {
+            bench::bench(bench::BenchArgs {
+                presets,
+                steps: steps.unwrap_or_else(|| vl_training::bench::Step::ALL.to_vec()),
+                warmup,
+                iters,
+                backend,
+                json,
+                python: python.filter(|_| vs_pytorch),
+                threads,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchOne {
+            step,
+            preset,
+            backend,
+            warmup,
+            iters,
+        } => {
+            bench::bench_one(step, preset, backend, warmup, iters)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::GenWorld {
             out,
             seed,

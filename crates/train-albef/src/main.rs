@@ -40,6 +40,19 @@ enum Command {
     Pretrain(PretrainArgs),
     /// Zero-shot retrieval evaluation of a checkpoint (ITC top-k, ITM re-ranking).
     EvalRetrieval(EvalArgs),
+    /// The backend-swap experiment: the same pretraining steps from the same
+    /// weights and batches on every compiled backend, compared with the CPU.
+    Backends(BackendsArgs),
+}
+
+#[derive(Args)]
+struct BackendsArgs {
+    /// Steps per backend.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Model and batch shapes (tiny, small, base: see docs/benchmarks.md).
+    #[arg(long, default_value = "tiny")]
+    preset: vl_training::bench::Preset,
 }
 
 #[derive(Args, Clone)]
@@ -153,6 +166,7 @@ fn run() -> anyhow::Result<ExitCode> {
         None => quick(cli.quick),
         Some(Command::Pretrain(args)) => pretrain_command(args),
         Some(Command::EvalRetrieval(args)) => eval_command(args),
+        Some(Command::Backends(args)) => backends_command(args),
     }
 }
 
@@ -531,5 +545,55 @@ fn eval_command(args: EvalArgs) -> anyhow::Result<ExitCode> {
         &out,
     )?;
     print_table(&metrics, &chance, &what);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the same steps on every compiled backend and prints, per backend,
+/// the largest loss difference from the CPU run at each step and the speed.
+fn backends_command(args: BackendsArgs) -> anyhow::Result<ExitCode> {
+    let config = args.preset.config();
+    println!(
+        "{} ALBEF pretraining steps, preset {} (batch {}), from the same weights and batches",
+        args.steps, args.preset, config.batch
+    );
+    let mut reference: Option<Vec<f32>> = None;
+    for backend in Backend::compiled() {
+        let device = match backend.device() {
+            Ok(device) => device,
+            Err(e) => {
+                println!("{backend:<6} unavailable: {e}");
+                continue;
+            }
+        };
+        let run = vl_training::bench::albef_losses(args.preset, &device, args.steps)
+            .with_context(|| format!("running on {backend}"))?;
+        let losses: Vec<f32> = run.iter().map(|(l, _)| *l).collect();
+        // The first step includes one-off work (kernel compilation on GPUs).
+        let mut ms: Vec<f64> = run.iter().skip(1).map(|(_, ms)| *ms).collect();
+        ms.sort_by(f64::total_cmp);
+        let median = ms.get(ms.len() / 2).copied().unwrap_or(run[0].1);
+        let diffs = match &reference {
+            Some(cpu) => losses
+                .iter()
+                .zip(cpu)
+                .map(|(a, b)| format!("{:.1e}", (a - b).abs()))
+                .collect::<Vec<_>>()
+                .join(" "),
+            None => "(reference)".to_owned(),
+        };
+        println!(
+            "{backend:<6} {median:>8.1} ms/step {:>8.1} samples/s   |loss − cpu| per step: {diffs}",
+            config.batch as f64 / (median / 1e3)
+        );
+        println!(
+            "       losses: {}",
+            losses
+                .iter()
+                .map(|l| format!("{l:.5}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        reference.get_or_insert(losses);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 
 pub mod albef;
 pub mod altclip;
+pub mod bench;
 pub mod checkpoint;
 pub mod metrics;
 pub mod optimizer;

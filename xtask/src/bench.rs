@@ -1,0 +1,181 @@
+//! `cargo xtask bench`: our steps beside PyTorch's, same shapes, same
+//! thread count, alternating, one child process per measurement (so each
+//! row's peak RSS is its own). See docs/benchmarks.md.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use vl_training::bench::{Measurement, Preset, Step, measure, peak_rss_mib, torch_spec};
+
+/// What to run.
+pub struct BenchArgs {
+    pub presets: Vec<Preset>,
+    pub steps: Vec<Step>,
+    pub warmup: usize,
+    pub iters: usize,
+    pub backend: vl_backend::Backend,
+    pub json: Option<PathBuf>,
+    pub python: Option<PathBuf>,
+    pub threads: usize,
+}
+
+/// One row of the table and the JSON.
+#[derive(Debug, Serialize)]
+struct Row {
+    step: String,
+    preset: String,
+    batch: usize,
+    ours_ms: f64,
+    ours_samples_per_s: f64,
+    ours_gflop_per_s: f64,
+    ours_peak_rss_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pytorch_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pytorch_samples_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pytorch_peak_rss_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio: Option<f64>,
+}
+
+/// The child process: one measurement, printed as JSON.
+pub fn bench_one(
+    step: Step,
+    preset: Preset,
+    backend: vl_backend::Backend,
+    warmup: usize,
+    iters: usize,
+) -> anyhow::Result<()> {
+    let device = backend.device()?;
+    let m = measure(step, preset, &device, warmup, iters)?;
+    let mut json = serde_json::to_value(&m)?;
+    json["peak_rss_mib"] = serde_json::json!(peak_rss_mib());
+    println!("{json}");
+    Ok(())
+}
+
+fn last_json_line(stdout: &[u8], what: &str) -> anyhow::Result<serde_json::Value> {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("{what} printed no result:\n{text}"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn run_child(command: &mut Command, what: &str) -> anyhow::Result<serde_json::Value> {
+    let output = command
+        .output()
+        .with_context(|| format!("starting {what}"))?;
+    if !output.status.success() {
+        bail!(
+            "{what} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    last_json_line(&output.stdout, what)
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/bench_torch.py")
+}
+
+/// Runs every (preset, step): ours, then PyTorch's when a Python is given.
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut rows = Vec::new();
+    println!(
+        "{:<16}{:<7}{:>6}{:>11}{:>11}{:>9}{:>9}{:>12}{:>9}{:>8}",
+        "step",
+        "preset",
+        "batch",
+        "ours ms",
+        "samples/s",
+        "GFLOP/s",
+        "RSS MiB",
+        "PyTorch ms",
+        "RSS MiB",
+        "ratio"
+    );
+    for &preset in &args.presets {
+        let spec = torch_spec(&preset.config());
+        for &step in &args.steps {
+            let ours = run_child(
+                Command::new(&exe).args([
+                    "bench-one",
+                    "--step",
+                    step.name(),
+                    "--preset",
+                    &preset.to_string(),
+                    "--backend",
+                    &args.backend.to_string(),
+                    "--warmup",
+                    &args.warmup.to_string(),
+                    "--iters",
+                    &args.iters.to_string(),
+                ]),
+                &format!("our {} ({preset})", step.name()),
+            )?;
+            let rss = ours["peak_rss_mib"].as_f64();
+            let ours: Measurement = serde_json::from_value(ours)?;
+            let torch = match &args.python {
+                Some(python) => Some(run_child(
+                    Command::new(python)
+                        .arg(script())
+                        .args(["--spec", &spec.to_string(), "--step", step.name()])
+                        .args(["--warmup", &args.warmup.to_string()])
+                        .args(["--iters", &args.iters.to_string()])
+                        .args(["--threads", &args.threads.to_string()]),
+                    &format!("PyTorch {} ({preset})", step.name()),
+                )?),
+                None => None,
+            };
+            let torch_sps = torch.as_ref().and_then(|t| t["samples_per_s"].as_f64());
+            let row = Row {
+                step: ours.step.clone(),
+                preset: ours.preset.clone(),
+                batch: ours.batch,
+                ours_ms: ours.ms_median,
+                ours_samples_per_s: ours.samples_per_s,
+                ours_gflop_per_s: ours.gflop_per_s,
+                ours_peak_rss_mib: rss,
+                pytorch_ms: torch.as_ref().and_then(|t| t["ms_median"].as_f64()),
+                pytorch_samples_per_s: torch_sps,
+                pytorch_peak_rss_mib: torch.as_ref().and_then(|t| t["peak_rss_mib"].as_f64()),
+                ratio: torch_sps.map(|t| ours.samples_per_s / t),
+            };
+            let opt = |v: Option<f64>, p: usize| v.map_or("-".into(), |v| format!("{v:.p$}"));
+            println!(
+                "{:<16}{:<7}{:>6}{:>11.1}{:>11.1}{:>9.1}{:>9}{:>12}{:>9}{:>8}",
+                row.step,
+                row.preset,
+                row.batch,
+                row.ours_ms,
+                row.ours_samples_per_s,
+                row.ours_gflop_per_s,
+                opt(row.ours_peak_rss_mib, 0),
+                opt(row.pytorch_ms, 1),
+                opt(row.pytorch_peak_rss_mib, 0),
+                opt(row.ratio, 2),
+            );
+            rows.push(row);
+        }
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "rows": rows.iter().map(|r| {
+                let mut v = serde_json::to_value(r).expect("rows serialise");
+                v["ours_samples_per_s"] = r.ours_samples_per_s.into();
+                v
+            }).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("written to {}", path.display());
+    }
+    Ok(())
+}
