@@ -304,6 +304,21 @@ def inference_fn(s, step_name, batch, text_len):
     return step
 
 
+def op_fn(step_name):
+    g = torch.Generator().manual_seed(1)
+    if step_name == "op_gelu":
+        x = torch.randn(32, 17, 256, generator=g, requires_grad=True)
+
+        def step():
+            x.grad = None
+            F.gelu(x).sum().backward()
+
+        return step, 32
+    a = torch.randn(64, 17, 32, generator=g)
+    b = torch.randn(64, 32, 17, generator=g)
+    return (lambda: torch.bmm(a, b)), 64
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spec", required=True, help="JSON shapes from the Rust side")
@@ -318,6 +333,8 @@ def main():
         fn, batch = albef_step_fn(s, s["batch"], s["text_len"]), s["batch"]
     elif args.step == "altclip_stage1":
         fn, batch = altclip_step_fn(s, s["batch"], s["text_len"]), s["batch"]
+    elif args.step.startswith("op_"):
+        fn, batch = op_fn(args.step)
     else:
         fn, batch = inference_fn(s, args.step, s["eval_batch"], s["text_len"]), s["eval_batch"]
     times = []

@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -77,17 +77,30 @@ pub enum Step {
     TextEmbed,
     /// ALBEF ITM re-ranking: fusion encoder + ITM head on image–text pairs.
     ItmRerank,
+    /// One op, the tiny ViT's MLP activation: exact GELU forward and
+    /// backward on `[32, 17, 256]` (a minimal reproduction, see
+    /// docs/benchmarks.md).
+    OpGelu,
+    /// One op, the tiny attention scores: `[64, 17, 32] × [64, 32, 17]`.
+    OpBatchedMatmul,
 }
 
 impl Step {
     /// Every step, in table order.
-    pub const ALL: [Step; 5] = [
+    pub const ALL: [Step; 7] = [
         Step::AlbefPretrain,
         Step::AltclipStage1,
         Step::ImageEmbed,
         Step::TextEmbed,
         Step::ItmRerank,
+        Step::OpGelu,
+        Step::OpBatchedMatmul,
     ];
+
+    /// Whether this is a single-op row (fixed shapes, whatever the preset).
+    pub fn is_op(self) -> bool {
+        matches!(self, Step::OpGelu | Step::OpBatchedMatmul)
+    }
 
     /// The name used in tables and JSON.
     pub fn name(self) -> &'static str {
@@ -97,6 +110,8 @@ impl Step {
             Step::ImageEmbed => "image_embed",
             Step::TextEmbed => "text_embed",
             Step::ItmRerank => "itm_rerank",
+            Step::OpGelu => "op_gelu",
+            Step::OpBatchedMatmul => "op_batched_matmul",
         }
     }
 }
@@ -327,6 +342,27 @@ pub fn measure(
             timed(&mut || Trainee::step(&mut state, &data, 1000).map(|_| ()))?;
             config.batch
         }
+        Step::OpGelu => {
+            let ad = device.clone().autodiff();
+            let x = Tensor::<3>::random([32, 17, 256], Distribution::Normal(0.0, 1.0), &ad)
+                .require_grad();
+            timed(&mut || {
+                let y = vl_models::blocks::gelu(x.clone());
+                let grads = y.sum().backward();
+                let _ = x.grad(&grads).map(|g| g.into_data());
+                Ok(())
+            })?;
+            32
+        }
+        Step::OpBatchedMatmul => {
+            let a = Tensor::<3>::random([64, 17, 32], Distribution::Normal(0.0, 1.0), device);
+            let b = Tensor::<3>::random([64, 32, 17], Distribution::Normal(0.0, 1.0), device);
+            timed(&mut || {
+                let _ = a.clone().matmul(b.clone()).into_data();
+                Ok(())
+            })?;
+            64
+        }
         Step::ImageEmbed | Step::TextEmbed | Step::ItmRerank => {
             device.seed(0);
             let model = config.albef.model.init(false, device);
@@ -450,6 +486,9 @@ pub fn flop_estimate(step: Step, config: &BenchConfig) -> f64 {
         Step::ImageEmbed => config.eval_batch as f64 * (vit + 2.0 * vw * m.embed_dim as f64),
         Step::TextEmbed => config.eval_batch as f64 * (text + 2.0 * d * m.embed_dim as f64),
         Step::ItmRerank => config.eval_batch as f64 * (fusion + 4.0 * d),
+        // Element-wise: no matrix products.
+        Step::OpGelu => 0.0,
+        Step::OpBatchedMatmul => 2.0 * 64.0 * 17.0 * 32.0 * 17.0,
     }
 }
 
