@@ -26,7 +26,7 @@ use crate::{DataArgs, EvalLanguage, languages};
 const FASHION_TRAIN_IMAGES: usize = 12_000;
 
 /// Zero-shot images per class of the synthetic world.
-const ZERO_SHOT_PER_CLASS: usize = 5;
+const ZERO_SHOT_PER_CLASS: usize = 20;
 
 /// One pair in every this many of a corpus without a held-out split is
 /// held out.

@@ -329,7 +329,7 @@ fn quick(args: QuickArgs) -> anyhow::Result<()> {
         &task,
         stage1.student,
         &stage1.tokenizer,
-        recipe.clone(),
+        stage1.recipe.clone(),
         &stage2_dir,
         common,
         None,
@@ -508,6 +508,8 @@ fn train_teacher(
 struct Stage1 {
     student: AltClipModel,
     tokenizer: TextTokenizer,
+    /// The recipe as stage 1 completed it (the student's vocabulary).
+    recipe: AltClipRecipe,
     mse: HeldOutMse,
 }
 
@@ -595,6 +597,7 @@ fn run_distill(
     Ok(Stage1 {
         student,
         tokenizer: Arc::unwrap_or_clone(tokenizer),
+        recipe,
         mse: HeldOutMse { before, after },
     })
 }

@@ -122,7 +122,7 @@ impl PretrainConfig {
     /// - momentum 0.5 and a one-batch queue: ITC aligns each tower with the
     ///   other's momentum copy, which at 0.995 stays at its random start for
     ///   hundreds of steps (the reference starts from pretrained encoders);
-    /// - ITM negatives ramp from uniform to hard over half the run: an
+    /// - ITM negatives ramp from uniform to hard over the first 5 epochs: an
     ///   untrained fusion encoder cannot tell a hard negative (one attribute
     ///   of one object changed) from its positive and never starts learning;
     /// - long captions (the world's captions name every object), k_test 16,
@@ -144,7 +144,7 @@ impl PretrainConfig {
             },
             schedular: ScheduleConfig {
                 lr: 6e-4,
-                epochs: 10,
+                epochs: 18,
                 min_lr: 3e-4,
                 warmup_lr: 6e-5,
                 warmup_epochs: 5,

@@ -179,7 +179,7 @@ impl AltClipRecipe {
             teacher_vocab_size: 30522,
             student_vocab_size: 8000,
             teacher_training: StageConfig::constant(64, 1e-3, 20),
-            stage1: StageConfig::constant(64, 1e-3, 1),
+            stage1: StageConfig::constant(64, 1e-3, 2),
             stage2: StageConfig::constant(64, 5e-5, 2),
             augment: AugmentConfig {
                 crop_scale: (0.8, 1.0),
@@ -909,7 +909,22 @@ pub struct ContrastiveTuning {
 
 impl ContrastiveTuning {
     /// Starts from a stage-1 student.
+    ///
+    /// # Panics
+    /// If `recipe` does not describe `student` (its checkpoints could not
+    /// be loaded back).
     pub fn new(recipe: AltClipRecipe, student: AltClipModel, seed: u64, device: &Device) -> Self {
+        let vocab = student
+            .text_model
+            .roberta
+            .embeddings
+            .word_embeddings
+            .weight
+            .dims()[0];
+        assert_eq!(
+            vocab, recipe.student.roberta.vocab_size,
+            "the recipe's student vocabulary differs from the student's"
+        );
         // The image tower never sees a gradient here; `no_grad` also keeps
         // it out of the optimizer.
         let mut student = student;

@@ -204,9 +204,13 @@ where
     let steps_per_epoch = batches.steps_per_epoch();
     let total = stop.epochs * steps_per_epoch;
     let total = stop.max_steps.map_or(total, |m| m.min(total));
+    let first_step = state.position().step;
+    if first_step == 0 {
+        // A fresh run replaces an old run's records; a resumed one appends.
+        let _ = std::fs::remove_file(&paths.metrics);
+    }
     let mut metrics = MetricsLog::open(&paths.metrics)?;
     let progress = bar(total as u64, what);
-    let first_step = state.position().step;
     progress.set_position(first_step as u64);
     let start = Instant::now();
     let mut samples = 0usize;
