@@ -183,3 +183,19 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Here rather than in vl-training: a measurement seeds and draws from
+    // the device's generator, which vl-training's own tests share when
+    // they run in parallel in one process.
+    #[test]
+    fn a_tiny_step_is_measured() {
+        let device = burn::tensor::Device::flex();
+        let m = measure(Step::AltclipStage1, Preset::Tiny, &device, 1, 2).unwrap();
+        assert!(m.ms_median > 0.0 && m.samples_per_s > 0.0 && m.flop > 0.0);
+        assert_eq!(m.batch, 32);
+    }
+}
