@@ -126,6 +126,27 @@ fn erf(x: f32) -> f32 {
     y.copysign(x)
 }
 
+/// `layer` applied to the last dimension of `x` as one `[rows, d_in]`
+/// product.
+///
+/// burn 0.22.1's `Linear` keeps a `[batch, seq, d]` input batched unless
+/// folding the batch into the rows makes the output squarer (a GPU tiling
+/// rule), so a `[32, 17, 64]` input ran as 32 products of `[17, 64]`,
+/// each re-packing the weight on the CPU: over half of the tiny ALBEF
+/// step (docs/benchmarks.md). Folding is a view of a contiguous tensor;
+/// the backward pass then folds the same way.
+pub fn linear_rows<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    if D <= 2 {
+        return layer.forward(x);
+    }
+    let mut dims = x.dims();
+    let d_in = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let y = layer.forward(x.reshape([rows, d_in]));
+    dims[D - 1] = y.dims()[1];
+    y.reshape(dims)
+}
+
 /// Whether dropout would act on `x`: burn's own rule (an enabled flag and an
 /// autodiff tensor), so `model.valid()` switches it off as for `Dropout`.
 fn dropout_active<const D: usize>(dropout: &Dropout, x: &Tensor<D>) -> bool {
@@ -314,9 +335,9 @@ impl Attention {
         let keys = context.dims()[1];
 
         let split = |t: Tensor<3>, n: usize| t.reshape([batch, n, heads, d_head]).swap_dims(1, 2);
-        let q = split(self.query.forward(x), queries);
-        let k = split(self.key.forward(context.clone()), keys);
-        let v = split(self.value.forward(context), keys);
+        let q = split(linear_rows(&self.query, x), queries);
+        let k = split(linear_rows(&self.key, context.clone()), keys);
+        let v = split(linear_rows(&self.value, context), keys);
         let mask = mask.expand([batch, heads, queries, keys], &q.device());
 
         let attended = if dropout_active(&self.dropout, &q) {
@@ -333,7 +354,7 @@ impl Attention {
             attention(q, k, v, mask, None, AttentionModuleOptions::default())
         };
         let attended = attended.swap_dims(1, 2).reshape([batch, queries, d_model]);
-        self.out.forward(attended)
+        linear_rows(&self.out, attended)
     }
 }
 
@@ -352,8 +373,8 @@ pub struct Mlp {
 impl Mlp {
     /// `fc2(act(fc1(x)))`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.fc2
-            .forward(self.activation.forward(self.fc1.forward(x)))
+        let hidden = self.activation.forward(linear_rows(&self.fc1, x));
+        linear_rows(&self.fc2, hidden)
     }
 }
 
