@@ -61,6 +61,36 @@ impl ImageTextBatch {
     pub fn is_empty(&self) -> bool {
         self.captions.is_empty()
     }
+
+    /// The batch split into `parts` consecutive shards whose sizes differ
+    /// by at most one (the first ones larger), each padded to its own
+    /// longest text: what each data-parallel worker computes on.
+    ///
+    /// # Panics
+    /// If `parts` is 0 or larger than the batch.
+    pub fn shards(&self, parts: usize) -> Vec<ImageTextBatch> {
+        let n = self.len();
+        assert!(
+            parts >= 1 && parts <= n,
+            "cannot split a batch of {n} into {parts} shards"
+        );
+        let pixels_per_image = 3 * self.size * self.size;
+        let mut start = 0;
+        (0..parts)
+            .map(|part| {
+                let end = start + n / parts + usize::from(part < n % parts);
+                let shard = ImageTextBatch {
+                    pixels: self.pixels[start * pixels_per_image..end * pixels_per_image].to_vec(),
+                    size: self.size,
+                    captions: self.captions[start..end].to_vec(),
+                    text: self.text.rows(start..end),
+                    image_ids: self.image_ids[start..end].to_vec(),
+                };
+                start = end;
+                shard
+            })
+            .collect()
+    }
 }
 
 /// Settings of a [`Loader`].
@@ -272,4 +302,56 @@ pub fn eval_pixels(paths: &[impl AsRef<Path> + Sync], size: u32) -> Result<Vec<f
         out.extend(image?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_the_batch_in_order_and_trim_padding() {
+        // Five samples of 1×1 images; texts of 3, 1, 2, 2 and 4 tokens.
+        let lengths = [3usize, 1, 2, 2, 4];
+        let len = 4;
+        let mut ids = Vec::new();
+        let mut attention_mask = Vec::new();
+        for (r, &l) in lengths.iter().enumerate() {
+            for c in 0..len {
+                ids.push(if c < l { (10 * r + c) as i64 } else { 0 });
+                attention_mask.push(i64::from(c < l));
+            }
+        }
+        let batch = ImageTextBatch {
+            pixels: (0..15).map(|v| v as f32).collect(),
+            size: 1,
+            captions: (0..5).map(|i| format!("caption {i}")).collect(),
+            text: EncodedBatch {
+                ids,
+                attention_mask,
+                batch: 5,
+                len,
+            },
+            image_ids: vec![7, 8, 9, 10, 11],
+        };
+        let shards = batch.shards(2);
+        assert_eq!(
+            shards.iter().map(ImageTextBatch::len).collect::<Vec<_>>(),
+            [3, 2]
+        );
+        assert_eq!(
+            shards[0].pixels,
+            (0..9).map(|v| v as f32).collect::<Vec<_>>()
+        );
+        assert_eq!(shards[1].image_ids, [10, 11]);
+        assert_eq!(shards[1].captions, ["caption 3", "caption 4"]);
+        // The first shard's longest text has 3 tokens, the second's 4.
+        assert_eq!((shards[0].text.len, shards[1].text.len), (3, 4));
+        assert_eq!(shards[0].text.ids, [0, 1, 2, 10, 0, 0, 20, 21, 0]);
+        assert_eq!(shards[0].text.attention_mask, [1, 1, 1, 1, 0, 0, 1, 1, 0]);
+        assert_eq!(shards[1].text.ids, [30, 31, 0, 0, 40, 41, 42, 43]);
+        // One shard is the batch itself.
+        let whole = batch.shards(1);
+        assert_eq!(whole[0].text, batch.text);
+        assert_eq!(whole[0].pixels, batch.pixels);
+    }
 }

@@ -37,6 +37,43 @@ pub struct EncodedBatch {
 }
 
 impl EncodedBatch {
+    /// The texts `rows`, padded only to their own longest text.
+    ///
+    /// # Panics
+    /// If `rows` reaches past the batch.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> EncodedBatch {
+        assert!(
+            rows.end <= self.batch,
+            "rows {rows:?} of a batch of {}",
+            self.batch
+        );
+        let width = self.len;
+        fn row(v: &[i64], r: usize, width: usize) -> &[i64] {
+            &v[r * width..(r + 1) * width]
+        }
+        let len = rows
+            .clone()
+            .map(|r| {
+                row(&self.attention_mask, r, width)
+                    .iter()
+                    .filter(|&&m| m != 0)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        let take = |v: &[i64]| -> Vec<i64> {
+            rows.clone()
+                .flat_map(|r| row(v, r, width)[..len].iter().copied())
+                .collect()
+        };
+        EncodedBatch {
+            ids: take(&self.ids),
+            attention_mask: take(&self.attention_mask),
+            batch: rows.len(),
+            len,
+        }
+    }
+
     /// Ids and attention mask as `[batch, len]` tensors.
     pub fn to_tensors(&self, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
         let shape = [self.batch, self.len];

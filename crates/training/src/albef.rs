@@ -36,6 +36,7 @@ use vl_objectives::{
 
 use crate::TrainError;
 use crate::checkpoint::{Checkpoint, load_module_bytes, module_bytes};
+use crate::data_parallel::weighted_gradient_sum;
 use crate::optimizer::{OptimizerConfig, adamw};
 use crate::runner::{Position, StepReport, Trainee};
 use crate::schedule::ScheduleConfig;
@@ -79,6 +80,16 @@ pub struct PretrainConfig {
     pub max_tokens: usize,
     /// Candidates re-ranked by ITM per query in retrieval evaluation.
     pub k_test: usize,
+    /// Data-parallel workers (threads) that split each batch, as the
+    /// reference's distributed processes split theirs: each computes ITC
+    /// against its shard and the shared queue, samples ITM negatives
+    /// within its shard and runs MLM on it; the gradients are averaged
+    /// (weighted by shard size) and every shard's momentum features are
+    /// enqueued. Not a reference key (the reference's is its process
+    /// count); 1 is a single process. With more than one and dropout on,
+    /// the dropout masks depend on the order in which the threads draw
+    /// from the device's generator, so runs are not bit-reproducible.
+    pub workers: usize,
     /// AdamW.
     pub optimizer: OptimizerConfig,
     /// Learning-rate schedule (the reference's spelling).
@@ -105,6 +116,7 @@ impl Default for PretrainConfig {
             max_words: 30,
             max_tokens: 25,
             k_test: 256,
+            workers: 1,
             optimizer: OptimizerConfig::default(),
             schedular: ScheduleConfig::default(),
             augment: vl_data::transforms::AugmentConfig::default(),
@@ -359,7 +371,9 @@ impl AlbefPretraining {
     }
 
     /// The losses of a step and their gradients; enqueues the momentum
-    /// features.
+    /// features. With several [`PretrainConfig::workers`], each computes
+    /// its shard of the batch on its own thread and the gradients are
+    /// averaged, weighted by shard size.
     fn forward_backward(
         &mut self,
         model: &Albef,
@@ -373,148 +387,78 @@ impl AlbefPretraining {
             step_in_epoch,
         } = self.position;
         let lr = self.config.schedular.lr_at(epoch, step_in_epoch);
-        let alpha = alpha_at(self.config.alpha, epoch, step_in_epoch, steps_per_epoch);
+        let progress = self.position.progress(steps_per_epoch);
+        let context = StepContext {
+            queue: &self.queue,
+            masking: &self.masking,
+            device: &self.device,
+            alpha: alpha_at(self.config.alpha, epoch, step_in_epoch, steps_per_epoch),
+            hardness: match self.config.itm_hardness_warmup_epochs {
+                w if w > 0.0 => (progress / w).min(1.0),
+                _ => 1.0,
+            },
+            overlap_momentum: self.config.workers <= 1,
+        };
         // Every draw of this step (dropout, masking, negatives) is seeded by
         // the step, so a resumed run repeats an uninterrupted one.
         let step_seed = mix(self.seed, step as u64);
-        let mut rng = StdRng::seed_from_u64(step_seed);
-        let ad = self.device.clone().autodiff();
-        ad.seed(step_seed);
-
-        let b = batch.len();
-        let [s, len] = [batch.size, batch.text.len];
-        let pixels = TensorData::new(batch.pixels.clone(), [b, 3, s, s]);
-        let masked = mask_tokens(&batch.text.ids, &self.masking, &mut rng);
-        let masked_ids = TensorData::new(masked.input_ids.clone(), [b, len]);
-
-        // The momentum model's passes need nothing from the online ones:
-        // they run on a second thread while the online encoders and MLM
-        // pass run here (two cores instead of one).
-        let device = &self.device;
-        let positions = &masked.positions;
-        let (pixels_m, masked_ids_m) = (pixels.clone(), masked_ids.clone());
-        let (momentum, online) = std::thread::scope(|scope| {
-            let job = scope.spawn(move || {
-                momentum_pass(momentum, batch, pixels_m, masked_ids_m, positions, device)
-            });
-            let online = online_pass(model, batch, pixels, masked_ids, positions, &ad);
-            (job.join().expect("the momentum pass panicked"), online)
-        });
-        let OnlinePass {
-            image_embeds,
-            text_embeds,
-            mask,
-            mlm_logits,
-        } = online;
-        let image_feat = model.image_feat(image_embeds.clone());
-        let text_feat = model.text_feat(text_embeds.clone());
-
-        // --- ITC with queues and momentum distillation (eq. 6).
-        let (image_all, text_all) = self
-            .queue
-            .with_batch(momentum.image_feat.clone(), momentum.text_feat.clone());
-        let temp = model.temp.val();
-        let temp_m = temp.clone().without_autodiff().unsqueeze::<2>();
-        let truth = diagonal_targets(b, image_all.dims()[1], &self.device);
-        let targets_i2t = distilled_targets(
-            momentum.image_feat.clone().matmul(text_all.clone()) / temp_m.clone(),
-            truth.clone(),
-            alpha,
-        );
-        let targets_t2i = distilled_targets(
-            momentum.text_feat.clone().matmul(image_all.clone()) / temp_m,
-            truth,
-            alpha,
-        );
-        let itc = itc_loss(
-            image_feat,
-            text_feat,
-            image_all.autodiff(),
-            text_all.autodiff(),
-            temp,
-            targets_i2t.autodiff(),
-            targets_t2i.autodiff(),
-        );
-        self.queue
-            .enqueue(momentum.image_feat, momentum.text_feat, None);
-
-        // --- ITM: hard negatives from the in-batch similarities.
-        let in_batch = |sim: &Tensor<2>| sim.clone().without_autodiff().slice([0..b, 0..b]);
-        let diagonal: Tensor<2, Bool> = same_id(Tensor::arange(0..b as i64, &self.device));
-        let progress = self.position.progress(steps_per_epoch);
-        let hardness = match self.config.itm_hardness_warmup_epochs {
-            w if w > 0.0 => (progress / w).min(1.0),
-            _ => 1.0,
-        };
-        let negatives = sample_hard_negatives(
-            in_batch(&itc.sim_i2t),
-            in_batch(&itc.sim_t2i),
-            diagonal,
-            hardness,
-            &mut rng,
-        );
-        let index = |v: &[usize]| {
-            let v: Vec<i64> = v.iter().map(|&i| i as i64).collect();
-            Tensor::<1, Int>::from_data(v.as_slice(), &ad)
-        };
-        let (neg_image, neg_text) = (
-            index(&negatives.image_for_text),
-            index(&negatives.text_for_image),
-        );
-        // Rows: b positives, then (text, hard-negative image), then
-        // (hard-negative text, image), as the reference stacks them.
-        let fusion_text = Tensor::cat(
-            vec![
-                text_embeds.clone(),
-                text_embeds.clone(),
-                text_embeds.select(0, neg_text.clone()),
-            ],
-            0,
-        );
-        // Rows are picked from the integer mask: burn-flex 0.22.1's `select`
-        // on a Bool tensor returns U8 storage that `cat` then rejects.
-        let fusion_padding = padding_mask(Tensor::cat(
-            vec![mask.clone(), mask.clone(), mask.select(0, neg_text)],
-            0,
-        ));
-        let fusion_image = Tensor::cat(
-            vec![
-                image_embeds.clone(),
-                image_embeds.clone().select(0, neg_image),
-                image_embeds,
-            ],
-            0,
-        );
-        let fused = model.fusion(fusion_text, Some(fusion_padding), fusion_image);
-        let loss_itm = itm_loss(model.itm_logits(fused));
-
-        // --- MLM with momentum soft targets (eq. 7), at masked positions.
-        let loss_mlm = match (mlm_logits, momentum.soft_targets) {
-            (Some(logits), Some(soft)) => {
-                let targets = Tensor::<1, Int>::from_data(masked.targets.as_slice(), &ad);
-                mlm_loss(logits, targets, Some(soft.autodiff()), alpha)
-            }
-            _ => Tensor::zeros([1], &ad),
+        self.device.clone().autodiff().seed(step_seed);
+        // A shard needs two samples for an ITM negative.
+        let workers = self.config.workers.clamp(1, (batch.len() / 2).max(1));
+        let outputs = if workers == 1 {
+            vec![shard_forward_backward(
+                model, momentum, batch, &context, step_seed,
+            )]
+        } else {
+            let shards = batch.shards(workers);
+            // Each worker differentiates its own copy of the parameters (same
+            // ids, separate autodiff leaves), so the graphs stay apart.
+            let replicas: Vec<Albef> = (1..workers).map(|_| model.valid().train()).collect();
+            let context = &context;
+            std::thread::scope(|scope| {
+                let others: Vec<_> = shards[1..]
+                    .iter()
+                    .zip(&replicas)
+                    .enumerate()
+                    .map(|(i, (shard, replica))| {
+                        let seed = mix(step_seed, i as u64 + 1);
+                        scope.spawn(move || {
+                            shard_forward_backward(replica, momentum, shard, context, seed)
+                        })
+                    })
+                    .collect();
+                let mut outputs = vec![shard_forward_backward(
+                    model, momentum, &shards[0], context, step_seed,
+                )];
+                outputs.extend(
+                    others
+                        .into_iter()
+                        .map(|h| h.join().expect("a data-parallel worker panicked")),
+                );
+                outputs
+            })
         };
 
-        let losses = Tensor::cat(
-            vec![loss_mlm.clone(), itc.loss.clone(), loss_itm.clone()],
-            0,
-        )
-        .without_autodiff()
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 losses");
+        let b = batch.len() as f64;
+        let mean = |i: usize| -> f32 {
+            outputs
+                .iter()
+                .map(|o| o.losses[i] as f64 * o.samples as f64 / b)
+                .sum::<f64>() as f32
+        };
         let report = StepLosses {
-            loss_mlm: losses[0],
-            loss_ita: losses[1],
-            loss_itm: losses[2],
+            loss_mlm: mean(0),
+            loss_ita: mean(1),
+            loss_itm: mean(2),
             lr,
-            alpha,
+            alpha: context.alpha,
             temp: model.temp.val().into_scalar::<f32>(),
         };
-        if losses.iter().any(|l| !l.is_finite()) {
+        if outputs
+            .iter()
+            .flat_map(|o| o.losses)
+            .any(|l| !l.is_finite())
+        {
             return Err(TrainError::NonFinite {
                 step,
                 losses: format!(
@@ -523,8 +467,19 @@ impl AlbefPretraining {
                 ),
             });
         }
-        let loss = loss_mlm + itc.loss + loss_itm;
-        let grads = GradientsParams::from_grads(loss.backward(), model);
+        let cat = |f: fn(&ShardOutput) -> &Tensor<2>| {
+            Tensor::cat(outputs.iter().map(|o| f(o).clone()).collect(), 0)
+        };
+        // As the reference gathers every process's momentum features.
+        let (image_feat_m, text_feat_m) = (cat(|o| &o.image_feat_m), cat(|o| &o.text_feat_m));
+        self.queue.enqueue(image_feat_m, text_feat_m, None);
+        let grads = weighted_gradient_sum(
+            model,
+            outputs
+                .into_iter()
+                .map(|o| (o.grads, o.samples as f64 / b))
+                .collect(),
+        );
         Ok((report, grads))
     }
 
@@ -607,6 +562,178 @@ impl AlbefPretraining {
             masking,
             device: device.clone(),
         })
+    }
+}
+
+/// What every worker of a step reads.
+struct StepContext<'a> {
+    queue: &'a FeatureQueue,
+    masking: &'a MaskingConfig,
+    /// The plain device.
+    device: &'a Device,
+    alpha: f64,
+    /// How hard the ITM negatives are, from uniform (0) to the
+    /// reference's (1).
+    hardness: f64,
+    /// Run the momentum pass on a second thread beside the online one
+    /// (with one worker; several fill the cores themselves).
+    overlap_momentum: bool,
+}
+
+/// One worker's share of a step.
+struct ShardOutput {
+    /// `loss_mlm`, `loss_ita`, `loss_itm`.
+    losses: [f32; 3],
+    grads: GradientsParams,
+    /// Momentum features to enqueue, `[samples, embed_dim]`.
+    image_feat_m: Tensor<2>,
+    text_feat_m: Tensor<2>,
+    samples: usize,
+}
+
+/// The three losses of ALBEF on `batch` and their gradients: ITC against
+/// the batch and the queue, ITM on hard negatives from within the batch,
+/// MLM; as one process of the reference computes on its part of a
+/// distributed batch.
+fn shard_forward_backward(
+    model: &Albef,
+    momentum: &Albef,
+    batch: &ImageTextBatch,
+    context: &StepContext,
+    seed: u64,
+) -> ShardOutput {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let device = context.device;
+    let ad = device.clone().autodiff();
+    let b = batch.len();
+    let [s, len] = [batch.size, batch.text.len];
+    let pixels = TensorData::new(batch.pixels.clone(), [b, 3, s, s]);
+    let masked = mask_tokens(&batch.text.ids, context.masking, &mut rng);
+    let masked_ids = TensorData::new(masked.input_ids.clone(), [b, len]);
+
+    // The momentum model's passes need nothing from the online ones.
+    let positions = &masked.positions;
+    let (pixels_m, masked_ids_m) = (pixels.clone(), masked_ids.clone());
+    let (momentum, online) = if context.overlap_momentum {
+        std::thread::scope(|scope| {
+            let job = scope.spawn(move || {
+                momentum_pass(momentum, batch, pixels_m, masked_ids_m, positions, device)
+            });
+            let online = online_pass(model, batch, pixels, masked_ids, positions, &ad);
+            (job.join().expect("the momentum pass panicked"), online)
+        })
+    } else {
+        (
+            momentum_pass(momentum, batch, pixels_m, masked_ids_m, positions, device),
+            online_pass(model, batch, pixels, masked_ids, positions, &ad),
+        )
+    };
+    let OnlinePass {
+        image_embeds,
+        text_embeds,
+        mask,
+        mlm_logits,
+    } = online;
+    let image_feat = model.image_feat(image_embeds.clone());
+    let text_feat = model.text_feat(text_embeds.clone());
+
+    // --- ITC with queues and momentum distillation (eq. 6).
+    let (image_all, text_all) = context
+        .queue
+        .with_batch(momentum.image_feat.clone(), momentum.text_feat.clone());
+    let temp = model.temp.val();
+    let temp_m = temp.clone().without_autodiff().unsqueeze::<2>();
+    let truth = diagonal_targets(b, image_all.dims()[1], device);
+    let targets_i2t = distilled_targets(
+        momentum.image_feat.clone().matmul(text_all.clone()) / temp_m.clone(),
+        truth.clone(),
+        context.alpha,
+    );
+    let targets_t2i = distilled_targets(
+        momentum.text_feat.clone().matmul(image_all.clone()) / temp_m,
+        truth,
+        context.alpha,
+    );
+    let itc = itc_loss(
+        image_feat,
+        text_feat,
+        image_all.autodiff(),
+        text_all.autodiff(),
+        temp,
+        targets_i2t.autodiff(),
+        targets_t2i.autodiff(),
+    );
+
+    // --- ITM: hard negatives from the in-batch similarities.
+    let in_batch = |sim: &Tensor<2>| sim.clone().without_autodiff().slice([0..b, 0..b]);
+    let diagonal: Tensor<2, Bool> = same_id(Tensor::arange(0..b as i64, device));
+    let negatives = sample_hard_negatives(
+        in_batch(&itc.sim_i2t),
+        in_batch(&itc.sim_t2i),
+        diagonal,
+        context.hardness,
+        &mut rng,
+    );
+    let index = |v: &[usize]| {
+        let v: Vec<i64> = v.iter().map(|&i| i as i64).collect();
+        Tensor::<1, Int>::from_data(v.as_slice(), &ad)
+    };
+    let (neg_image, neg_text) = (
+        index(&negatives.image_for_text),
+        index(&negatives.text_for_image),
+    );
+    // Rows: b positives, then (text, hard-negative image), then
+    // (hard-negative text, image), as the reference stacks them.
+    let fusion_text = Tensor::cat(
+        vec![
+            text_embeds.clone(),
+            text_embeds.clone(),
+            text_embeds.select(0, neg_text.clone()),
+        ],
+        0,
+    );
+    // Rows are picked from the integer mask: burn-flex 0.22.1's `select`
+    // on a Bool tensor returns U8 storage that `cat` then rejects.
+    let fusion_padding = padding_mask(Tensor::cat(
+        vec![mask.clone(), mask.clone(), mask.select(0, neg_text)],
+        0,
+    ));
+    let fusion_image = Tensor::cat(
+        vec![
+            image_embeds.clone(),
+            image_embeds.clone().select(0, neg_image),
+            image_embeds,
+        ],
+        0,
+    );
+    let fused = model.fusion(fusion_text, Some(fusion_padding), fusion_image);
+    let loss_itm = itm_loss(model.itm_logits(fused));
+
+    // --- MLM with momentum soft targets (eq. 7), at masked positions.
+    let loss_mlm = match (mlm_logits, momentum.soft_targets) {
+        (Some(logits), Some(soft)) => {
+            let targets = Tensor::<1, Int>::from_data(masked.targets.as_slice(), &ad);
+            mlm_loss(logits, targets, Some(soft.autodiff()), context.alpha)
+        }
+        _ => Tensor::zeros([1], &ad),
+    };
+
+    let losses = Tensor::cat(
+        vec![loss_mlm.clone(), itc.loss.clone(), loss_itm.clone()],
+        0,
+    )
+    .without_autodiff()
+    .into_data()
+    .convert::<f32>()
+    .try_into_vec::<f32>()
+    .expect("f32 losses");
+    let loss = loss_mlm + itc.loss + loss_itm;
+    ShardOutput {
+        losses: [losses[0], losses[1], losses[2]],
+        grads: GradientsParams::from_grads(loss.backward(), model),
+        image_feat_m: momentum.image_feat,
+        text_feat_m: momentum.text_feat,
+        samples: b,
     }
 }
 
@@ -801,24 +928,35 @@ mod tests {
     use vl_models::BertConfig;
 
     /// A two-sample batch of random pixels and fixed token ids.
-    fn batch(device_seed: u64) -> ImageTextBatch {
-        let mut rng = StdRng::seed_from_u64(device_seed);
-        let pixels: Vec<f32> = (0..2 * 3 * 16 * 16)
-            .map(|_| rand::RngExt::random_range(&mut rng, -1.0..1.0))
+    /// `samples` (2 or 4) 16-px images, random ones and their negatives,
+    /// with captions of 5, 3, 4 and 2 tokens.
+    fn batch(seed: u64, samples: usize) -> ImageTextBatch {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let pixels: Vec<f32> = (0..samples / 2)
+            .flat_map(|_| {
+                let image: Vec<f32> = (0..3 * 16 * 16)
+                    .map(|_| rand::RngExt::random_range(&mut rng, -1.0..1.0))
+                    .collect();
+                let negative: Vec<f32> = image.iter().map(|p| -p).collect();
+                [image, negative].concat()
+            })
             .collect();
+        #[rustfmt::skip]
+        let (ids, attention_mask) = (
+            [2, 7, 8, 9, 10, 2, 11, 12, 0, 0, 2, 13, 14, 15, 0, 2, 16, 0, 0, 0],
+            [1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1, 1, 0, 0, 0],
+        );
         ImageTextBatch {
-            pixels: [pixels.clone(), pixels.iter().map(|p| -p).collect()].concat()
-                [..4 * 3 * 16 * 16 / 2]
-                .to_vec(),
+            pixels,
             size: 16,
-            captions: vec!["a".into(), "b".into()],
+            captions: ["a", "b", "c", "d"].map(String::from)[..samples].to_vec(),
             text: EncodedBatch {
-                ids: vec![2, 7, 8, 9, 10, 2, 11, 12, 0, 0],
-                attention_mask: vec![1, 1, 1, 1, 1, 1, 1, 1, 0, 0],
-                batch: 2,
+                ids: ids[..5 * samples].to_vec(),
+                attention_mask: attention_mask[..5 * samples].to_vec(),
+                batch: samples,
                 len: 5,
             },
-            image_ids: vec![0, 1],
+            image_ids: (0..samples).collect(),
         }
     }
 
@@ -844,7 +982,7 @@ mod tests {
             embed_dim: 8,
             temp: 0.07,
         };
-        config.queue_size = 4;
+        config.queue_size = 6;
         config.mlm_probability = 0.5;
         config.schedular = ScheduleConfig {
             lr: 3e-3,
@@ -858,8 +996,21 @@ mod tests {
 
     #[test]
     fn a_step_changes_every_encoder_and_a_fixed_batch_is_learned() {
+        step_and_learn(1, 2);
+    }
+
+    #[test]
+    fn two_data_parallel_workers_learn_and_enqueue_the_whole_batch() {
+        // Each worker gets two samples, as the single worker above.
+        step_and_learn(2, 4);
+    }
+
+    fn step_and_learn(workers: usize, samples: usize) {
         let device = Device::flex();
-        let config = small_config();
+        let config = PretrainConfig {
+            workers,
+            ..small_config()
+        };
         device.seed(1);
         let model = config.model.init(true, &device);
         let special = SpecialTokens {
@@ -869,8 +1020,14 @@ mod tests {
         };
         let mut state = AlbefPretraining::new(config, model, special, 1, &device);
         let before = state.model().valid();
-        let batch = batch(3);
+        let batch = batch(3, samples);
+        let ptr = state.queue.ptr;
         let first = state.step(&batch, 1000).unwrap();
+        assert_eq!(
+            (state.queue.ptr + state.queue.size() - ptr) % state.queue.size(),
+            samples,
+            "every sample's momentum features are enqueued"
+        );
         let after = state.model().valid();
         let changed = |a: Tensor<2>, b: Tensor<2>| (a - b).abs().max().into_scalar::<f32>() > 0.0;
         let layer = |m: &Albef| {

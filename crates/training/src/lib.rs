@@ -8,6 +8,7 @@ pub mod albef;
 pub mod altclip;
 pub mod bench;
 pub mod checkpoint;
+pub mod data_parallel;
 pub mod metrics;
 pub mod optimizer;
 pub mod progress;
