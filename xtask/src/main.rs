@@ -80,6 +80,10 @@ enum Command {
         /// PyTorch threads (ours use every core, as burn's CPU backend does).
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Measure each row this many times, alternating the two sides,
+        /// and keep each side's fastest.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// One measurement (a child process of `bench`).
     #[command(hide = true)]
@@ -162,6 +166,7 @@ fn run() -> anyhow::Result<ExitCode> {
             vs_pytorch,
             python,
             threads,
+            rounds,
         } => {
             bench::bench(bench::BenchArgs {
                 presets,
@@ -172,6 +177,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 json,
                 python: python.filter(|_| vs_pytorch),
                 threads,
+                rounds,
             })?;
             Ok(ExitCode::SUCCESS)
         }
