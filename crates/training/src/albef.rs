@@ -1005,7 +1005,11 @@ mod tests {
         step_and_learn(2, 4);
     }
 
+    /// Tests that seed the device's generator, which all threads share.
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn step_and_learn(workers: usize, samples: usize) {
+        let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
         let device = Device::flex();
         let config = PretrainConfig {
             workers,
@@ -1055,12 +1059,24 @@ mod tests {
             changed(vit(&before), vit(&after)),
             "image encoder did not move"
         );
-        let mut last = first;
-        for _ in 0..200 {
-            last = state.step(&batch, 1000).unwrap();
+        // ITM stays near ln 2 for ~150 steps before it separates the pairs, and
+        // single steps spike: judge the mean of the last 50 of 400 steps.
+        let (mut itm_tail, mut mlm_tail) = (0.0, 0.0);
+        for i in 0..400 {
+            let losses = state.step(&batch, 1000).unwrap();
+            if i >= 350 {
+                itm_tail += losses.loss_itm / 50.0;
+                mlm_tail += losses.loss_mlm / 50.0;
+            }
         }
-        println!("first {first:?}\nlast {last:?}");
-        assert!(last.loss_itm < 0.5 * first.loss_itm, "{first:?} → {last:?}");
-        assert!(last.loss_mlm < 0.5 * first.loss_mlm, "{first:?} → {last:?}");
+        println!("first {first:?}\nlast 50: itm {itm_tail}, mlm {mlm_tail}");
+        assert!(
+            itm_tail < 0.5 * first.loss_itm,
+            "{first:?} → itm {itm_tail}"
+        );
+        assert!(
+            mlm_tail < 0.5 * first.loss_mlm,
+            "{first:?} → mlm {mlm_tail}"
+        );
     }
 }
