@@ -1,7 +1,9 @@
 //! Image–text contrastive learning (ALBEF's ITC, CLIP's loss).
 
 use burn::tensor::activation::softmax;
-use burn::tensor::{Bool, Device, Distribution, Int, Tensor};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 
 use crate::entropy::soft_cross_entropy;
 
@@ -58,22 +60,22 @@ pub struct FeatureQueue {
 }
 
 impl FeatureQueue {
-    /// Random unit-norm columns, as the reference initialises its buffers
-    /// (drawn on `device`; seed it for reproducibility). `with_ids` adds the
-    /// id queue of retrieval fine-tuning.
-    pub fn new(dim: usize, size: usize, with_ids: bool, device: &Device) -> Self {
-        let unit = |t: Tensor<2>| t.clone() / t.powi_scalar(2).sum_dim(0).sqrt();
+    /// Random unit-norm columns, as the reference initialises its buffers,
+    /// drawn from `seed` on the host so that no other user of the device's
+    /// shared generator can change them. `with_ids` adds the id queue of
+    /// retrieval fine-tuning.
+    pub fn new(dim: usize, size: usize, with_ids: bool, seed: u64, device: &Device) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut unit_columns = || {
+            let t = Tensor::<2>::from_data(
+                TensorData::new(standard_normal(&mut rng, dim * size), [dim, size]),
+                device,
+            );
+            t.clone() / t.powi_scalar(2).sum_dim(0).sqrt()
+        };
         Self {
-            image: unit(Tensor::random(
-                [dim, size],
-                Distribution::Normal(0.0, 1.0),
-                device,
-            )),
-            text: unit(Tensor::random(
-                [dim, size],
-                Distribution::Normal(0.0, 1.0),
-                device,
-            )),
+            image: unit_columns(),
+            text: unit_columns(),
             ids: with_ids.then(|| Tensor::full([size], -100, device)),
             ptr: 0,
         }
@@ -229,6 +231,18 @@ pub fn same_id(ids: Tensor<1, Int>) -> Tensor<2, Bool> {
         .equal(ids.reshape([1, n]).expand([n, n]))
 }
 
+/// `n` draws of N(0, 1) (Box–Muller).
+fn standard_normal(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            // 1 − u lies in (0, 1], so the logarithm is finite.
+            let radius = (-2.0 * (1.0 - rng.random::<f64>()).ln()).sqrt();
+            let angle = std::f64::consts::TAU * rng.random::<f64>();
+            (radius * angle.cos()) as f32
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,9 +258,31 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_queue_is_unit_norm_and_follows_its_seed() {
+        let device = Device::flex();
+        let values = |q: &FeatureQueue| q.image.clone().into_data().try_to_vec::<f32>().unwrap();
+        let queue = FeatureQueue::new(16, 64, false, 7, &device);
+        let norms = queue.text.clone().powi_scalar(2).sum_dim(0).sqrt();
+        let off_one = (norms - 1.0).abs().max().into_scalar::<f32>();
+        assert!(off_one < 1e-5, "{off_one}");
+        // The draws behind the columns are standard normal.
+        let z = standard_normal(&mut StdRng::seed_from_u64(3), 100_000);
+        let moment = |k: i32| z.iter().map(|x| x.powi(k) as f64).sum::<f64>() / z.len() as f64;
+        let (mean, var, kurtosis) = (moment(1), moment(2), moment(4));
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
+            "{mean} {var}"
+        );
+        assert!((kurtosis - 3.0).abs() < 0.1, "{kurtosis}");
+        let v = values(&queue);
+        assert_eq!(v, values(&FeatureQueue::new(16, 64, false, 7, &device)));
+        assert_ne!(v, values(&FeatureQueue::new(16, 64, false, 8, &device)));
+    }
+
+    #[test]
     fn enqueue_writes_at_the_pointer_and_wraps() {
         let device = Device::flex();
-        let mut queue = FeatureQueue::new(2, 5, true, &device);
+        let mut queue = FeatureQueue::new(2, 5, true, 0, &device);
         for step in 0..4 {
             let base = step as f32 * 10.0;
             let feats =

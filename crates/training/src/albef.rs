@@ -305,7 +305,13 @@ impl AlbefPretraining {
         assert!(model.has_mlm_head(), "pretraining needs the MLM head");
         device.seed(seed);
         let momentum = fresh_copy(&model);
-        let queue = FeatureQueue::new(config.model.embed_dim, config.queue_size, false, device);
+        let queue = FeatureQueue::new(
+            config.model.embed_dim,
+            config.queue_size,
+            false,
+            mix(seed, u64::MAX),
+            device,
+        );
         let model = trainable(model, device);
         let optimizer = adamw(&model, &config.optimizer, SCALARS);
         let masking = masking(&config, special);
