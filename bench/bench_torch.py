@@ -314,6 +314,25 @@ def op_fn(step_name):
             F.gelu(x).sum().backward()
 
         return step, 32
+    if step_name == "op_layer_norm":
+        x = torch.randn(32, 32, 64, generator=g, requires_grad=True)
+        norm = torch.nn.LayerNorm(64)
+
+        def step():
+            x.grad = None
+            norm.zero_grad()
+            norm(x).sum().backward()
+
+        return step, 32
+    if step_name == "op_attention":
+        q, k, v = (torch.randn(32, 2, 17, 32, generator=g, requires_grad=True) for _ in range(3))
+
+        def step():
+            for t in (q, k, v):
+                t.grad = None
+            F.scaled_dot_product_attention(q, k, v).sum().backward()
+
+        return step, 32
     a = torch.randn(64, 17, 32, generator=g)
     b = torch.randn(64, 32, 17, generator=g)
     return (lambda: torch.bmm(a, b)), 64

@@ -12,6 +12,9 @@
 use std::time::Instant;
 
 use burn::module::Module;
+use burn::nn::LayerNormConfig;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -83,11 +86,18 @@ pub enum Step {
     OpGelu,
     /// One op, the tiny attention scores: `[64, 17, 32] × [64, 32, 17]`.
     OpBatchedMatmul,
+    /// One op, the tiny text encoder's LayerNorm: forward and backward on
+    /// `[32, 32, 64]` with affine parameters.
+    OpLayerNorm,
+    /// One op, the tiny ViT's attention: burn's `attention` (PyTorch's
+    /// `scaled_dot_product_attention`) forward and backward on q, k, v of
+    /// `[32, 2, 17, 32]`.
+    OpAttention,
 }
 
 impl Step {
     /// Every step, in table order.
-    pub const ALL: [Step; 7] = [
+    pub const ALL: [Step; 9] = [
         Step::AlbefPretrain,
         Step::AltclipStage1,
         Step::ImageEmbed,
@@ -95,11 +105,16 @@ impl Step {
         Step::ItmRerank,
         Step::OpGelu,
         Step::OpBatchedMatmul,
+        Step::OpLayerNorm,
+        Step::OpAttention,
     ];
 
     /// Whether this is a single-op row (fixed shapes, whatever the preset).
     pub fn is_op(self) -> bool {
-        matches!(self, Step::OpGelu | Step::OpBatchedMatmul)
+        matches!(
+            self,
+            Step::OpGelu | Step::OpBatchedMatmul | Step::OpLayerNorm | Step::OpAttention
+        )
     }
 
     /// The name used in tables and JSON.
@@ -112,6 +127,8 @@ impl Step {
             Step::ItmRerank => "itm_rerank",
             Step::OpGelu => "op_gelu",
             Step::OpBatchedMatmul => "op_batched_matmul",
+            Step::OpLayerNorm => "op_layer_norm",
+            Step::OpAttention => "op_attention",
         }
     }
 }
@@ -363,6 +380,40 @@ pub fn measure(
             })?;
             64
         }
+        Step::OpLayerNorm => {
+            let ad = device.clone().autodiff();
+            let norm = LayerNormConfig::new(64).init(&ad);
+            let x = Tensor::<3>::random([32, 32, 64], Distribution::Normal(0.0, 1.0), &ad)
+                .require_grad();
+            timed(&mut || {
+                let grads = norm.forward(x.clone()).sum().backward();
+                let _ = x.grad(&grads).map(|g| g.into_data());
+                Ok(())
+            })?;
+            32
+        }
+        Step::OpAttention => {
+            let ad = device.clone().autodiff();
+            let input = || {
+                Tensor::<4>::random([32, 2, 17, 32], Distribution::Normal(0.0, 1.0), &ad)
+                    .require_grad()
+            };
+            let (q, k, v) = (input(), input(), input());
+            timed(&mut || {
+                let out = attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    None,
+                    None,
+                    AttentionModuleOptions::default(),
+                );
+                let grads = out.sum().backward();
+                let _ = q.grad(&grads).map(|g| g.into_data());
+                Ok(())
+            })?;
+            32
+        }
         Step::ImageEmbed | Step::TextEmbed | Step::ItmRerank => {
             device.seed(0);
             let model = config.albef.model.init(false, device);
@@ -489,6 +540,9 @@ pub fn flop_estimate(step: Step, config: &BenchConfig) -> f64 {
         // Element-wise: no matrix products.
         Step::OpGelu => 0.0,
         Step::OpBatchedMatmul => 2.0 * 64.0 * 17.0 * 32.0 * 17.0,
+        Step::OpLayerNorm => 0.0,
+        // Scores and weighted values, forward; twice that backward.
+        Step::OpAttention => 3.0 * 2.0 * (2.0 * 64.0 * 17.0 * 17.0 * 32.0),
     }
 }
 
