@@ -69,6 +69,7 @@ fn setup(dir: &Path, images: usize) -> (PretrainConfig, Loader, TextTokenizer) {
             seed: 5,
             prefetch: 2,
             bad: BadEntries::Fail,
+            similar_fraction: 0.0,
         },
     );
     (config, loader, tokenizer)

@@ -131,6 +131,7 @@ fn teacher_learning_transfers_zero_shot_classification_to_chinese() {
             seed: 1,
             prefetch: 2,
             bad: BadEntries::Fail,
+            similar_fraction: 0.0,
         },
     );
     device.seed(1);

@@ -477,6 +477,7 @@ fn train_teacher(
             seed: common.seed,
             prefetch: 2,
             bad: vl_data::BadEntries::Fail,
+            similar_fraction: 0.0,
         },
     );
     log::info!(

@@ -110,12 +110,20 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// What to do with an undecodable image.
     pub bad: BadEntries,
+    /// Fraction of each batch's slots after the first given to the unused
+    /// samples whose captions share the most words with the first sample's
+    /// (Jaccard over word sets; identical word sets are skipped as likely
+    /// duplicates): contrastive negatives that differ in a detail. 0, the
+    /// reference, is a plain shuffle.
+    pub similar_fraction: f64,
 }
 
 /// Shuffled, augmented, tokenised batches of a manifest.
 #[derive(Debug, Clone)]
 pub struct Loader {
     items: Arc<Vec<CaptionedImage>>,
+    /// Each item's caption words as a bit set (empty without grouping).
+    words: Arc<Vec<Vec<u64>>>,
     tokenizer: Arc<TextTokenizer>,
     config: LoaderConfig,
     skipped: Arc<Mutex<Skipped>>,
@@ -137,8 +145,14 @@ impl Loader {
             items.len(),
             config.batch_size
         );
+        let words = if config.similar_fraction > 0.0 {
+            word_sets(&items)
+        } else {
+            Vec::new()
+        };
         Self {
             items: Arc::new(items),
+            words: Arc::new(words),
             tokenizer,
             config,
             skipped: Arc::default(),
@@ -173,7 +187,12 @@ impl Loader {
             epoch as u64,
             u64::MAX,
         )));
-        order
+        let b = self.config.batch_size;
+        let similar = (self.config.similar_fraction.clamp(0.0, 1.0) * (b - 1) as f64).round();
+        match similar as usize {
+            0 => order,
+            similar => group_similar(&order, &self.words, b, similar),
+        }
     }
 
     /// Builds batch `step` of `epoch` on the calling thread.
@@ -276,6 +295,91 @@ impl Iterator for Prefetched {
     }
 }
 
+/// Each item's words (lower-cased alphanumeric runs of all its captions) as
+/// a bit set over the manifest's vocabulary.
+fn word_sets(items: &[CaptionedImage]) -> Vec<Vec<u64>> {
+    let mut vocabulary = std::collections::HashMap::new();
+    let ids: Vec<Vec<usize>> = items
+        .iter()
+        .map(|item| {
+            item.captions
+                .iter()
+                .flat_map(|c| c.split(|ch: char| !ch.is_alphanumeric()))
+                .filter(|w| !w.is_empty())
+                .map(|w| {
+                    let next = vocabulary.len();
+                    *vocabulary.entry(w.to_lowercase()).or_insert(next)
+                })
+                .collect()
+        })
+        .collect();
+    let words = vocabulary.len().div_ceil(64);
+    ids.into_iter()
+        .map(|ids| {
+            let mut set = vec![0u64; words];
+            for i in ids {
+                set[i / 64] |= 1 << (i % 64);
+            }
+            set
+        })
+        .collect()
+}
+
+/// Jaccard similarity of two word sets.
+fn jaccard(a: &[u64], b: &[u64]) -> f64 {
+    let (mut both, mut either) = (0u32, 0u32);
+    for (x, y) in a.iter().zip(b) {
+        both += (x & y).count_ones();
+        either += (x | y).count_ones();
+    }
+    if either == 0 {
+        0.0
+    } else {
+        f64::from(both) / f64::from(either)
+    }
+}
+
+/// Regroups a shuffled `order` into batches of `batch`: each opens with the
+/// next unused sample of `order`, takes the `similar` unused samples most
+/// like it (by [`jaccard`] of `words`; identical sets skipped, ties in
+/// `order`'s order), and fills the rest from `order`. Every sample appears
+/// once.
+fn group_similar(order: &[usize], words: &[Vec<u64>], batch: usize, similar: usize) -> Vec<usize> {
+    let mut used = vec![false; order.len()];
+    let mut grouped = Vec::with_capacity(order.len());
+    let mut next = 0;
+    let mut take_next = |used: &mut Vec<bool>, grouped: &mut Vec<usize>| {
+        while next < order.len() && used[order[next]] {
+            next += 1;
+        }
+        if let Some(&i) = order.get(next) {
+            used[i] = true;
+            grouped.push(i);
+        }
+    };
+    while grouped.len() < order.len() {
+        let start = grouped.len();
+        take_next(&mut used, &mut grouped);
+        let anchor = grouped[start];
+        let mut candidates: Vec<(f64, usize)> = order
+            .iter()
+            .filter(|&&i| !used[i])
+            .map(|&i| (jaccard(&words[anchor], &words[i]), i))
+            .filter(|&(s, _)| s < 1.0)
+            .collect();
+        // Stable: equal similarities keep the shuffled order.
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for &(_, i) in candidates.iter().take(similar) {
+            used[i] = true;
+            grouped.push(i);
+        }
+        while grouped.len() < (start + batch).min(order.len()) {
+            take_next(&mut used, &mut grouped);
+        }
+    }
+    grouped
+}
+
 fn mix(seed: u64, a: u64, b: u64) -> u64 {
     let mut x =
         seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
@@ -307,6 +411,47 @@ pub fn eval_pixels(paths: &[impl AsRef<Path> + Sync], size: u32) -> Result<Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::Location;
+
+    #[test]
+    fn similar_batches_group_shared_words_and_keep_every_sample() {
+        let captions = [
+            "a red circle",
+            "a blue square",
+            "a red circle",
+            "a red star",
+            "a blue star",
+            "a green hexagon",
+            "a red circle top left",
+            "a blue square right",
+        ];
+        let items: Vec<CaptionedImage> = captions
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CaptionedImage {
+                image: format!("{i}.png").into(),
+                captions: vec![c.to_string()],
+                image_id: i,
+                location: Location {
+                    file: "manifest.json".into(),
+                    line: i + 1,
+                },
+            })
+            .collect();
+        let words = word_sets(&items);
+        let order: Vec<usize> = (0..8).collect();
+        let grouped = group_similar(&order, &words, 4, 2);
+        let mut sorted = grouped.clone();
+        sorted.sort();
+        assert_eq!(sorted, order, "every sample once");
+        // "a red circle" opens the first batch; its twin (identical words)
+        // is skipped; "a red circle top left" (3/5) and "a red star" (2/4)
+        // are the most alike; the last slot comes from the shuffle.
+        assert_eq!(grouped[..4], [0, 6, 3, 1]);
+        assert_eq!(grouped[4], 2, "the next unused sample opens batch two");
+        assert!((jaccard(&words[0], &words[6]) - 0.6).abs() < 1e-12);
+        assert_eq!(group_similar(&order, &words, 4, 0), order);
+    }
 
     #[test]
     fn shards_cover_the_batch_in_order_and_trim_padding() {

@@ -345,6 +345,7 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
             seed: state.seed,
             prefetch: 2,
             bad,
+            similar_fraction: config.similar_fraction,
         },
     );
     log::info!(

@@ -90,6 +90,11 @@ pub struct PretrainConfig {
     /// the dropout masks depend on the order in which the threads draw
     /// from the device's generator, so runs are not bit-reproducible.
     pub workers: usize,
+    /// Fraction of each batch filled with samples whose captions resemble
+    /// its first sample's (`vl_data::LoaderConfig::similar_fraction`): hard
+    /// contrastive negatives by construction. Not a reference key; 0 (the
+    /// reference's plain shuffle) by default.
+    pub similar_fraction: f64,
     /// AdamW.
     pub optimizer: OptimizerConfig,
     /// Learning-rate schedule (the reference's spelling).
@@ -117,6 +122,7 @@ impl Default for PretrainConfig {
             max_tokens: 25,
             k_test: 256,
             workers: 1,
+            similar_fraction: 0.0,
             optimizer: OptimizerConfig::default(),
             schedular: ScheduleConfig::default(),
             augment: vl_data::transforms::AugmentConfig::default(),
