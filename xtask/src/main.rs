@@ -122,6 +122,10 @@ enum Command {
         /// Fraction of training captions to corrupt.
         #[arg(long, default_value_t = 0.0)]
         caption_noise: f64,
+        /// Fraction of training scenes drawn as minimal pairs (the previous
+        /// scene with one shape changed).
+        #[arg(long, default_value_t = 0.0)]
+        minimal_pairs: f64,
     },
 }
 
@@ -198,6 +202,7 @@ fn run() -> anyhow::Result<ExitCode> {
             images,
             held_out,
             caption_noise,
+            minimal_pairs,
         } => {
             let config = vl_data::world::WorldConfig {
                 seed,
@@ -206,6 +211,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 val_images: held_out,
                 test_images: held_out,
                 caption_noise,
+                minimal_pairs,
                 ..Default::default()
             };
             let start = std::time::Instant::now();

@@ -10,7 +10,7 @@ pub mod tokenizer;
 pub mod transforms;
 pub mod world;
 
-pub use loader::{ImageTextBatch, Loader, LoaderConfig};
+pub use loader::{ImageTextBatch, Loader, LoaderConfig, mix_seed};
 pub use manifest::{BadEntries, CaptionedImage, Location, RetrievalSet, Skipped};
 pub use tokenizer::{EncodedBatch, Framing, SpecialTokens, TextTokenizer};
 

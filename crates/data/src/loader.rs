@@ -182,7 +182,7 @@ impl Loader {
     /// The sample order of an epoch.
     fn order(&self, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.items.len()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(mix(
+        order.shuffle(&mut StdRng::seed_from_u64(mix_seed(
             self.config.seed,
             epoch as u64,
             u64::MAX,
@@ -195,13 +195,6 @@ impl Loader {
         }
     }
 
-    /// Builds batch `step` of `epoch` on the calling thread.
-    pub fn batch(&self, epoch: usize, step: usize) -> Result<ImageTextBatch, DataError> {
-        let order = self.order(epoch);
-        let b = self.config.batch_size;
-        self.assemble(epoch, &order[step * b..(step + 1) * b])
-    }
-
     fn assemble(&self, epoch: usize, indices: &[usize]) -> Result<ImageTextBatch, DataError> {
         let size = self.config.image_size;
         let samples: Vec<Result<Option<Sample>, DataError>> = indices
@@ -209,7 +202,7 @@ impl Loader {
             .map(|&index| {
                 let item = &self.items[index];
                 let mut rng =
-                    StdRng::seed_from_u64(mix(self.config.seed, epoch as u64, index as u64));
+                    StdRng::seed_from_u64(mix_seed(self.config.seed, epoch as u64, index as u64));
                 let caption = item.captions[rng.random_range(0..item.captions.len())].clone();
                 let image = match load_rgb(&item.image) {
                     Ok(image) => image,
@@ -380,10 +373,11 @@ fn group_similar(order: &[usize], words: &[Vec<u64>], batch: usize, similar: usi
     grouped
 }
 
-fn mix(seed: u64, a: u64, b: u64) -> u64 {
+/// A well-mixed seed for `(seed, a, b)`: the splitmix64 finaliser over the
+/// three inputs combined, so that nearby inputs give unrelated streams.
+pub fn mix_seed(seed: u64, a: u64, b: u64) -> u64 {
     let mut x =
         seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    // splitmix64 finaliser
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)

@@ -25,7 +25,7 @@ use burn::tensor::{Bool, Bytes, Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
-use vl_data::{ImageTextBatch, SpecialTokens};
+use vl_data::{ImageTextBatch, SpecialTokens, mix_seed};
 use vl_models::blocks::padding_mask;
 use vl_models::{Albef, AlbefConfig, TextInput};
 use vl_objectives::contrastive::{diagonal_targets, same_id};
@@ -907,12 +907,10 @@ fn queue_from_bytes(
     })
 }
 
-/// A well-mixed seed for `(seed, step)`.
+/// A well-mixed seed for `(seed, step)`: the loader's [`mix_seed`] with
+/// its last input 0.
 pub fn mix(seed: u64, step: u64) -> u64 {
-    let mut x = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
+    mix_seed(seed, step, 0)
 }
 
 #[cfg(test)]

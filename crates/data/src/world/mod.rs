@@ -7,8 +7,9 @@
 //! captions in several languages and wordings, VQA questions, two-image
 //! statements (NLVR), entailment hypotheses (SNLI-VE) and referring
 //! expressions with candidate boxes (grounding), written in the JSON formats
-//! of the ALBEF reference code. Everything is a pure function of the seed:
-//! the same config writes the same files.
+//! of the ALBEF reference code. Optionally, some training scenes are
+//! minimal pairs of their predecessors (one shape changed). Everything is a
+//! pure function of the seed: the same config writes the same files.
 
 mod captions;
 mod render;
@@ -181,6 +182,12 @@ pub struct WorldConfig {
     /// unrelated words), as web alt-text is noisy. Evaluation captions are
     /// always clean.
     pub caption_noise: f64,
+    /// Fraction of training scenes drawn as a *minimal pair* of the scene
+    /// before them: the same objects, places and background with one
+    /// object's shape changed, so that some negatives differ only in shape
+    /// (see docs/results.md). Validation and test scenes are never paired.
+    #[serde(default)]
+    pub minimal_pairs: f64,
     /// Caption languages (English first).
     pub languages: Vec<Language>,
 }
@@ -194,6 +201,7 @@ impl Default for WorldConfig {
             val_images: 250,
             test_images: 250,
             caption_noise: 0.0,
+            minimal_pairs: 0.0,
             languages: Language::ALL.to_vec(),
         }
     }
@@ -214,7 +222,6 @@ pub fn generate_scenes(config: &WorldConfig) -> Vec<Scene> {
     let train = config.images - config.val_images - config.test_images;
     (0..config.images)
         .map(|id| {
-            let mut rng = scene_rng(config.seed, id as u64, 0);
             let split = if id < train {
                 "train"
             } else if id < train + config.val_images {
@@ -222,15 +229,40 @@ pub fn generate_scenes(config: &WorldConfig) -> Vec<Scene> {
             } else {
                 "test"
             };
+            let paired = id < train
+                && id % 2 == 1
+                && config.minimal_pairs > 0.0
+                && scene_rng(config.seed, id as u64, 1).random_bool(config.minimal_pairs.min(1.0));
+            let (objects, background_seed) = if paired {
+                let (mut objects, background_seed) = draw_scene(config, id - 1);
+                let mut rng = scene_rng(config.seed, id as u64, 2);
+                let changed = rng.random_range(0..objects.len());
+                let object = &mut objects[changed];
+                let others: Vec<Shape> = Shape::ALL
+                    .into_iter()
+                    .filter(|&s| s != object.shape)
+                    .collect();
+                object.shape = others[rng.random_range(0..others.len())];
+                (objects, background_seed)
+            } else {
+                draw_scene(config, id)
+            };
             Scene {
                 id,
                 image: format!("images/{id:06}.png"),
                 split: split.to_owned(),
-                objects: place_objects(&mut rng, config.image_size as f32),
-                background_seed: rng.random(),
+                objects,
+                background_seed,
             }
         })
         .collect()
+}
+
+/// The objects and background seed of scene `id`, drawn from its own RNG.
+fn draw_scene(config: &WorldConfig, id: usize) -> (Vec<Object>, u64) {
+    let mut rng = scene_rng(config.seed, id as u64, 0);
+    let objects = place_objects(&mut rng, config.image_size as f32);
+    (objects, rng.random())
 }
 
 /// An RNG for one scene and purpose, independent of generation order.
@@ -465,5 +497,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn minimal_pairs_change_one_shape_and_leave_held_out_scenes_alone() {
+        let plain = WorldConfig {
+            images: 400,
+            val_images: 20,
+            test_images: 20,
+            ..WorldConfig::default()
+        };
+        let paired_config = WorldConfig {
+            minimal_pairs: 1.0,
+            ..plain.clone()
+        };
+        let (a, b) = (generate_scenes(&plain), generate_scenes(&paired_config));
+        let mut pairs = 0;
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            if x.split != "train" || i % 2 == 0 {
+                // Even and held-out scenes are the plain world's.
+                assert_eq!(x, y, "scene {i}");
+                continue;
+            }
+            // With fraction 1 every odd training scene pairs with the one before.
+            let partner = &b[i - 1];
+            assert_eq!(y.background_seed, partner.background_seed);
+            assert_eq!(y.objects.len(), partner.objects.len());
+            let changed = y
+                .objects
+                .iter()
+                .zip(&partner.objects)
+                .filter(|(o, p)| {
+                    assert_eq!((o.colour, o.size, o.region), (p.colour, p.size, p.region));
+                    assert_eq!(o.bbox, p.bbox);
+                    o.shape != p.shape
+                })
+                .count();
+            assert_eq!(changed, 1, "scene {i}");
+            pairs += 1;
+        }
+        assert_eq!(pairs, 180);
+        let half = generate_scenes(&WorldConfig {
+            minimal_pairs: 0.5,
+            ..plain
+        });
+        let paired = half.iter().zip(&a).filter(|(h, p)| h != p).count();
+        assert!((60..=120).contains(&paired), "{paired} of 180 paired");
     }
 }
