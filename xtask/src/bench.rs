@@ -20,6 +20,12 @@ pub struct BenchArgs {
     pub python: Option<PathBuf>,
     pub threads: usize,
     pub rounds: usize,
+    /// Training batch instead of the preset's.
+    pub batch: Option<usize>,
+    /// Inference batch instead of the preset's.
+    pub eval_batch: Option<usize>,
+    /// PyTorch's device (cpu, cuda).
+    pub torch_device: String,
 }
 
 /// One row of the table and the JSON.
@@ -39,6 +45,8 @@ struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     pytorch_peak_rss_mib: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pytorch_peak_gpu_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     ratio: Option<f64>,
 }
 
@@ -46,12 +54,14 @@ struct Row {
 pub fn bench_one(
     step: Step,
     preset: Preset,
+    batches: (Option<usize>, Option<usize>),
     backend: vl_backend::Backend,
     warmup: usize,
     iters: usize,
 ) -> anyhow::Result<()> {
     let device = backend.device()?;
-    let m = measure(step, preset, &device, warmup, iters)?;
+    let config = preset.config().with_batches(batches.0, batches.1);
+    let m = measure(step, preset, &config, &device, warmup, iters)?;
     let mut json = serde_json::to_value(&m)?;
     json["peak_rss_mib"] = serde_json::json!(peak_rss_mib());
     println!("{json}");
@@ -81,13 +91,35 @@ fn run_child(command: &mut Command, what: &str) -> anyhow::Result<serde_json::Va
     last_json_line(&output.stdout, what)
 }
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/bench_torch.py")
+/// The PyTorch script: in the checkout this binary was built from, or, for
+/// a binary copied elsewhere (a GPU machine), under the current directory.
+fn script() -> anyhow::Result<PathBuf> {
+    let relative = Path::new("bench/bench_torch.py");
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative);
+    [built, relative.to_path_buf()]
+        .into_iter()
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "{} not found here or in the build's checkout",
+                relative.display()
+            )
+        })
 }
 
 /// Runs every (preset, step): ours, then PyTorch's when a Python is given.
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
+    let script = match args.python {
+        Some(_) => Some(script()?),
+        None => None,
+    };
+    let batch_args = |flag: &str, value: Option<usize>| match value {
+        Some(v) => vec![flag.to_owned(), v.to_string()],
+        None => Vec::new(),
+    };
     let mut rows = Vec::new();
     println!(
         "{:<19}{:<7}{:>6}{:>11}{:>11}{:>9}{:>9}{:>12}{:>9}{:>8}",
@@ -103,7 +135,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "ratio"
     );
     for &preset in &args.presets {
-        let spec = torch_spec(&preset.config());
+        let spec = torch_spec(&preset.config().with_batches(args.batch, args.eval_batch));
         for &step in &args.steps {
             if step.is_op() && preset != Preset::Tiny {
                 // The op rows have fixed shapes: once is enough.
@@ -115,19 +147,22 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             let mut torch: Option<serde_json::Value> = None;
             for _ in 0..args.rounds.max(1) {
                 let run = run_child(
-                    Command::new(&exe).args([
-                        "bench-one",
-                        "--step",
-                        step.name(),
-                        "--preset",
-                        &preset.to_string(),
-                        "--backend",
-                        &args.backend.to_string(),
-                        "--warmup",
-                        &args.warmup.to_string(),
-                        "--iters",
-                        &args.iters.to_string(),
-                    ]),
+                    Command::new(&exe)
+                        .args([
+                            "bench-one",
+                            "--step",
+                            step.name(),
+                            "--preset",
+                            &preset.to_string(),
+                            "--backend",
+                            &args.backend.to_string(),
+                            "--warmup",
+                            &args.warmup.to_string(),
+                            "--iters",
+                            &args.iters.to_string(),
+                        ])
+                        .args(batch_args("--batch", args.batch))
+                        .args(batch_args("--eval-batch", args.eval_batch)),
                     &format!("our {} ({preset})", step.name()),
                 )?;
                 let rss = run["peak_rss_mib"].as_f64();
@@ -138,14 +173,15 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 {
                     ours = Some((run, rss));
                 }
-                if let Some(python) = &args.python {
+                if let (Some(python), Some(script)) = (&args.python, &script) {
                     let run = run_child(
                         Command::new(python)
-                            .arg(script())
+                            .arg(script)
                             .args(["--spec", &spec.to_string(), "--step", step.name()])
                             .args(["--warmup", &args.warmup.to_string()])
                             .args(["--iters", &args.iters.to_string()])
-                            .args(["--threads", &args.threads.to_string()]),
+                            .args(["--threads", &args.threads.to_string()])
+                            .args(["--device", &args.torch_device]),
                         &format!("PyTorch {} ({preset})", step.name()),
                     )?;
                     let ms = |v: &serde_json::Value| v["ms_median"].as_f64().unwrap_or(f64::MAX);
@@ -167,6 +203,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 pytorch_ms: torch.as_ref().and_then(|t| t["ms_median"].as_f64()),
                 pytorch_samples_per_s: torch_sps,
                 pytorch_peak_rss_mib: torch.as_ref().and_then(|t| t["peak_rss_mib"].as_f64()),
+                pytorch_peak_gpu_mib: torch.as_ref().and_then(|t| t["peak_gpu_mib"].as_f64()),
                 ratio: torch_sps.map(|t| ours.samples_per_s / t),
             };
             let opt = |v: Option<f64>, p: usize| v.map_or("-".into(), |v| format!("{v:.p$}"));
@@ -211,8 +248,9 @@ mod tests {
     #[test]
     fn a_tiny_step_is_measured() {
         let device = burn::tensor::Device::flex();
-        let m = measure(Step::AltclipStage1, Preset::Tiny, &device, 1, 2).unwrap();
+        let config = Preset::Tiny.config().with_batches(Some(4), None);
+        let m = measure(Step::AltclipStage1, Preset::Tiny, &config, &device, 1, 2).unwrap();
         assert!(m.ms_median > 0.0 && m.samples_per_s > 0.0 && m.flop > 0.0);
-        assert_eq!(m.batch, 32);
+        assert_eq!(m.batch, 4);
     }
 }

@@ -84,6 +84,15 @@ enum Command {
         /// and keep each side's fastest.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// Training batch instead of each preset's (both sides).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Inference batch instead of each preset's (both sides).
+        #[arg(long)]
+        eval_batch: Option<usize>,
+        /// PyTorch's device (cpu, cuda).
+        #[arg(long, default_value = "cpu")]
+        torch_device: String,
     },
     /// One measurement (a child process of `bench`).
     #[command(hide = true)]
@@ -92,6 +101,10 @@ enum Command {
         step: vl_training::bench::Step,
         #[arg(long)]
         preset: vl_training::bench::Preset,
+        #[arg(long)]
+        batch: Option<usize>,
+        #[arg(long)]
+        eval_batch: Option<usize>,
         #[arg(long, default_value = "cpu")]
         backend: vl_backend::Backend,
         #[arg(long)]
@@ -171,6 +184,9 @@ fn run() -> anyhow::Result<ExitCode> {
             python,
             threads,
             rounds,
+            batch,
+            eval_batch,
+            torch_device,
         } => {
             bench::bench(bench::BenchArgs {
                 presets,
@@ -182,17 +198,22 @@ fn run() -> anyhow::Result<ExitCode> {
                 python: python.filter(|_| vs_pytorch),
                 threads,
                 rounds,
+                batch,
+                eval_batch,
+                torch_device,
             })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchOne {
             step,
             preset,
+            batch,
+            eval_batch,
             backend,
             warmup,
             iters,
         } => {
-            bench::bench_one(step, preset, backend, warmup, iters)?;
+            bench::bench_one(step, preset, (batch, eval_batch), backend, warmup, iters)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::GenWorld {

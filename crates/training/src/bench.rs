@@ -159,6 +159,16 @@ pub struct BenchConfig {
     pub eval_batch: usize,
 }
 
+impl BenchConfig {
+    /// This config with other batch sizes (training, inference) where given:
+    /// the presets' batches fit a 2-core CPU, a GPU wants larger ones.
+    pub fn with_batches(mut self, batch: Option<usize>, eval_batch: Option<usize>) -> Self {
+        self.batch = batch.unwrap_or(self.batch);
+        self.eval_batch = eval_batch.unwrap_or(self.eval_batch);
+        self
+    }
+}
+
 impl Preset {
     /// The shapes of this preset.
     pub fn config(self) -> BenchConfig {
@@ -324,15 +334,17 @@ pub fn distill_batch(config: &BenchConfig, seed: u64) -> DistillBatch {
     }
 }
 
-/// Times `iters` calls of `step` after `warmup` untimed ones.
+/// Times `iters` calls of `step` on `config` (the shapes of `preset`, whose
+/// name labels the result, with any batch override) after `warmup` untimed
+/// ones.
 pub fn measure(
     step: Step,
     preset: Preset,
+    config: &BenchConfig,
     device: &Device,
     warmup: usize,
     iters: usize,
 ) -> Result<Measurement, TrainError> {
-    let config = preset.config();
     let mut times = Vec::with_capacity(iters);
     let mut timed = |f: &mut dyn FnMut() -> Result<(), TrainError>| {
         for i in 0..warmup + iters {
@@ -346,8 +358,8 @@ pub fn measure(
     };
     let batch = match step {
         Step::AlbefPretrain => {
-            let mut state = albef_state(&config, device, 0);
-            let data = albef_batch(&config, 1);
+            let mut state = albef_state(config, device, 0);
+            let data = albef_batch(config, 1);
             timed(&mut || state.step(&data, 1000).map(|_| ()))?;
             config.batch
         }
@@ -355,7 +367,7 @@ pub fn measure(
             device.seed(0);
             let student = config.altclip.student_config().init(device);
             let mut state = Distillation::new(config.altclip.clone(), student, 0, device);
-            let data = distill_batch(&config, 1);
+            let data = distill_batch(config, 1);
             timed(&mut || Trainee::step(&mut state, &data, 1000).map(|_| ()))?;
             config.batch
         }
@@ -463,7 +475,7 @@ pub fn measure(
     };
     times.sort_by(f64::total_cmp);
     let ms_median = times[times.len() / 2];
-    let flop = flop_estimate(step, &config);
+    let flop = flop_estimate(step, config);
     Ok(Measurement {
         step: step.name().to_owned(),
         preset: preset.to_string(),
