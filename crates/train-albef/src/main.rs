@@ -24,6 +24,7 @@ use vl_training::retrieval::{
     RetrievalEval, RetrievalMetrics, RetrievalReport, evaluate_retrieval,
 };
 use vl_training::runner::{RunPaths, StopAt, train};
+use vl_training::vision_warmup::{LabelledImages, VisionWarmupConfig, warm_up_vision};
 
 #[derive(Parser)]
 #[command(version, about = "ALBEF pretraining and retrieval on burn")]
@@ -302,9 +303,26 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
                             path.display()
                         );
                     }
+                    if config.vision_warmup.is_some() {
+                        log::info!(
+                            "vision_warmup skipped: the image encoder comes from --init-from"
+                        );
+                    }
                     loaded.model
                 }
-                None => config.model.init(true, &device),
+                None => {
+                    let mut model = config.model.init(true, &device);
+                    if let Some(warmup) = &config.vision_warmup {
+                        model.visual_encoder = warm_up_vision_on_world(
+                            model.visual_encoder,
+                            &config,
+                            warmup,
+                            seed,
+                            &device,
+                        )?;
+                    }
+                    model
+                }
             };
             let config_path = out.join("config.json");
             std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)
@@ -396,6 +414,58 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     println!("metrics:    {}", paths.metrics.display());
     println!("loss plot:  {}", paths.plot.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `vision_warmup` of a fresh model: the synthetic world beside the
+/// training manifest supplies the labels (training split) and the score
+/// (validation split). Other data has no labels: the encoder is returned
+/// as it is, with a warning.
+fn warm_up_vision_on_world(
+    visual_encoder: vl_models::Vit,
+    config: &PretrainConfig,
+    warmup: &VisionWarmupConfig,
+    seed: u64,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<vl_models::Vit> {
+    let Some(world) = config
+        .train_file
+        .first()
+        .and_then(|manifest| manifest.parent())
+        .filter(|dir| dir.join(vl_data::world::WORLD_FILE).is_file())
+    else {
+        log::warn!(
+            "vision_warmup needs a synthetic world's labels (world.json beside the training \
+             manifest); the image encoder starts untrained (--init-from loads pretrained weights)"
+        );
+        return Ok(visual_encoder);
+    };
+    let train = LabelledImages::from_world(world, "train")?;
+    let val = LabelledImages::from_world(world, "val")?;
+    log::info!(
+        "warming the image encoder up on {} labelled training images for {} epochs",
+        train.len(),
+        warmup.epochs
+    );
+    let (visual_encoder, report) = warm_up_vision(
+        visual_encoder,
+        &train,
+        Some(&val),
+        warmup,
+        config.model.image_res as u32,
+        &config.augment,
+        seed,
+        device,
+    )?;
+    println!(
+        "vision warm-up: {} steps in {:.0}s, loss {:.3} → {:.3}; validation labels F1 {:.3}, exact {:.1} %",
+        report.steps,
+        report.seconds,
+        report.first_loss,
+        report.last_loss,
+        report.held_out_f1.unwrap_or(f64::NAN),
+        100.0 * report.held_out_exact.unwrap_or(f64::NAN),
+    );
+    Ok(visual_encoder)
 }
 
 fn load_tokenizer(path: &Path) -> anyhow::Result<TextTokenizer> {

@@ -15,6 +15,7 @@ pub mod progress;
 pub mod retrieval;
 pub mod runner;
 pub mod schedule;
+pub mod vision_warmup;
 
 use std::path::PathBuf;
 

@@ -345,7 +345,7 @@ pub fn radius(size: Size, side: f32) -> f32 {
 }
 
 fn place_objects(rng: &mut StdRng, side: f32) -> Vec<Object> {
-    let count = rng.random_range(1..=4usize);
+    let count = rng.random_range(1..=MAX_OBJECTS);
     let mut objects: Vec<Object> = Vec::with_capacity(count);
     while objects.len() < count {
         let size = if rng.random_bool(0.5) {
@@ -459,6 +459,56 @@ pub fn existing_world(dir: &Path, config: &WorldConfig) -> Option<WorldSummary> 
     (summary.config == *config).then_some(summary)
 }
 
+/// Reads the scenes (the ground truth) of a world written by [`write_world`].
+pub fn read_scenes(dir: &Path) -> Result<Vec<Scene>, DataError> {
+    #[derive(Deserialize)]
+    struct WorldFile {
+        scenes: Vec<Scene>,
+    }
+    let path = dir.join(WORLD_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| DataError::Io {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let file: WorldFile = serde_json::from_str(&text).map_err(|e| DataError::Io {
+        path,
+        message: format!("not a synthetic world's ground truth: {e}"),
+    })?;
+    Ok(file.scenes)
+}
+
+/// Most objects in a scene.
+pub const MAX_OBJECTS: usize = 4;
+
+/// Length of [`attribute_labels`].
+pub const ATTRIBUTE_LABELS: usize = Shape::ALL.len() * Colour::ALL.len()
+    + Shape::ALL.len() * 2
+    + Colour::ALL.len() * 9
+    + MAX_OBJECTS;
+
+/// A scene's attributes as multi-hot targets for a supervised image
+/// encoder: which (shape, colour), (shape, size) and (colour, grid region)
+/// combinations occur, then the object count one-hot. Combinations rather
+/// than single attributes, so the labels say which colour goes with which
+/// shape, as the captions do.
+pub fn attribute_labels(scene: &Scene) -> Vec<f32> {
+    let (shapes, colours) = (Shape::ALL.len(), Colour::ALL.len());
+    let mut labels = vec![0.0; ATTRIBUTE_LABELS];
+    for object in &scene.objects {
+        let shape = Shape::ALL.iter().position(|s| *s == object.shape);
+        let colour = Colour::ALL.iter().position(|c| *c == object.colour);
+        let (shape, colour) = (shape.expect("listed"), colour.expect("listed"));
+        let size = usize::from(object.size == Size::Large);
+        let region = 3 * object.region.row as usize + object.region.column as usize;
+        labels[shape * colours + colour] = 1.0;
+        labels[shapes * colours + shape * 2 + size] = 1.0;
+        labels[shapes * colours + shapes * 2 + colour * 9 + region] = 1.0;
+    }
+    let count = scene.objects.len().clamp(1, MAX_OBJECTS);
+    labels[ATTRIBUTE_LABELS - MAX_OBJECTS + count - 1] = 1.0;
+    labels
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,5 +593,35 @@ mod tests {
         });
         let paired = half.iter().zip(&a).filter(|(h, p)| h != p).count();
         assert!((60..=120).contains(&paired), "{paired} of 180 paired");
+    }
+
+    #[test]
+    fn attribute_labels_name_each_objects_combinations_and_the_count() {
+        let object = |shape, colour, size, column, row| Object {
+            shape,
+            colour,
+            size,
+            region: Region { column, row },
+            bbox: [0.0; 4],
+        };
+        let scene = Scene {
+            id: 0,
+            image: String::new(),
+            split: "train".into(),
+            objects: vec![
+                object(Shape::Star, Colour::Blue, Size::Large, 2, 0),
+                object(Shape::Circle, Colour::White, Size::Small, 0, 2),
+            ],
+            background_seed: 0,
+        };
+        let labels = attribute_labels(&scene);
+        assert_eq!(labels.len(), ATTRIBUTE_LABELS);
+        let on: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == 1.0).collect();
+        // (shape, colour): star = 4, blue = 2; circle = 0, white = 7.
+        // (shape, size) from 56: star large = 56 + 9, circle small = 56.
+        // (colour, region) from 70: blue top right = 70 + 18 + 2, white
+        // bottom left = 70 + 63 + 6. Count two: 142 + 1.
+        assert_eq!(on, vec![7, 34, 56, 65, 90, 139, 143]);
+        assert!(labels.iter().all(|&l| l == 0.0 || l == 1.0));
     }
 }
