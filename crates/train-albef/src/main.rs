@@ -24,7 +24,7 @@ use vl_training::retrieval::{
     RetrievalEval, RetrievalMetrics, RetrievalReport, evaluate_retrieval,
 };
 use vl_training::runner::{RunPaths, StopAt, train};
-use vl_training::vision_warmup::{LabelledImages, VisionWarmupConfig, warm_up_vision};
+use vl_training::vision_warmup::{VisionWarmupConfig, WarmupData, warm_up_vision};
 
 #[derive(Parser)]
 #[command(version, about = "ALBEF pretraining and retrieval on burn")]
@@ -439,17 +439,15 @@ fn warm_up_vision_on_world(
         );
         return Ok(visual_encoder);
     };
-    let train = LabelledImages::from_world(world, "train")?;
-    let val = LabelledImages::from_world(world, "val")?;
+    let data = WarmupData::from_world(world)?;
     log::info!(
         "warming the image encoder up on {} labelled training images for {} epochs",
-        train.len(),
+        data.train.len(),
         warmup.epochs
     );
     let (visual_encoder, report) = warm_up_vision(
         visual_encoder,
-        &train,
-        Some(&val),
+        &data,
         warmup,
         config.model.image_res as u32,
         &config.augment,

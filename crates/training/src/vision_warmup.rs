@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use vl_data::loader::load_rgb;
 use vl_data::mix_seed;
 use vl_data::transforms::{AugmentConfig, eval_transform, to_normalized_chw, train_transform};
-use vl_data::world::{attribute_labels, read_scenes};
+use vl_data::world::{Scene, attribute_labels, read_scenes};
 use vl_models::Vit;
 use vl_models::blocks::first_token;
 
@@ -78,18 +78,18 @@ pub struct LabelledImages {
 }
 
 impl LabelledImages {
-    /// The images of one split (`train`, `val`, `test`) of a synthetic world
-    /// directory, labelled by [`vl_data::world::attribute_labels`].
-    pub fn from_world(dir: &Path, split: &str) -> Result<Self, TrainError> {
-        let scenes: Vec<_> = read_scenes(dir)?
-            .into_iter()
-            .filter(|scene| scene.split == split)
-            .collect();
+    /// The images of `scenes` (read from the world directory `dir`),
+    /// labelled by [`vl_data::world::attribute_labels`].
+    pub fn from_scenes<'a>(
+        dir: &Path,
+        scenes: impl IntoIterator<Item = &'a Scene>,
+    ) -> Result<Self, TrainError> {
+        let scenes: Vec<&Scene> = scenes.into_iter().collect();
         let images = scenes
             .par_iter()
             .map(|scene| load_rgb(&dir.join(&scene.image)))
             .collect::<Result<_, _>>()?;
-        let labels = scenes.iter().map(attribute_labels).collect();
+        let labels = scenes.iter().map(|scene| attribute_labels(scene)).collect();
         Ok(Self { images, labels })
     }
 
@@ -105,6 +105,28 @@ impl LabelledImages {
 
     fn label_count(&self) -> usize {
         self.labels.first().map_or(0, Vec::len)
+    }
+}
+
+/// What a warm-up trains on, and the images that only score it.
+#[derive(Debug, Clone, Default)]
+pub struct WarmupData {
+    /// Training images.
+    pub train: LabelledImages,
+    /// Held-out images, scored after training when not empty.
+    pub held_out: LabelledImages,
+}
+
+impl WarmupData {
+    /// The training split of a synthetic world directory, held out by its
+    /// validation split (`world.json` read once).
+    pub fn from_world(dir: &Path) -> Result<Self, TrainError> {
+        let scenes = read_scenes(dir)?;
+        let split = |name: &'static str| scenes.iter().filter(move |scene| scene.split == name);
+        Ok(Self {
+            train: LabelledImages::from_scenes(dir, split("train"))?,
+            held_out: LabelledImages::from_scenes(dir, split("val"))?,
+        })
     }
 }
 
@@ -162,20 +184,19 @@ fn lr_at(config: &VisionWarmupConfig, step: usize, steps_per_epoch: usize, total
     0.5 * config.lr * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
-/// Trains `visual_encoder` with a fresh head on `train` and returns it
-/// with a report; scores it on `held_out` when given. Seeded: the same
-/// inputs and seed give the same encoder on the CPU.
-#[allow(clippy::too_many_arguments)]
+/// Trains `visual_encoder` with a fresh head on `data.train` and returns
+/// it with a report; scores it on `data.held_out` when that is not empty.
+/// Seeded: the same inputs and seed give the same encoder on the CPU.
 pub fn warm_up_vision(
     visual_encoder: Vit,
-    train: &LabelledImages,
-    held_out: Option<&LabelledImages>,
+    data: &WarmupData,
     config: &VisionWarmupConfig,
     image_size: u32,
     augment: &AugmentConfig,
     seed: u64,
     device: &Device,
 ) -> Result<(Vit, WarmupReport), TrainError> {
+    let train = &data.train;
     let batch = config.batch_size.min(train.len());
     if batch == 0 || train.label_count() == 0 {
         return Err(TrainError::Config {
@@ -245,12 +266,11 @@ pub fn warm_up_vision(
     }
     bar.finish_and_clear();
     let model = model.valid();
-    let (held_out_f1, held_out_exact) = match held_out {
-        Some(set) if !set.is_empty() => {
-            let (f1, exact) = score(&model, set, image_size, device);
-            (Some(f1), Some(exact))
-        }
-        _ => (None, None),
+    let (held_out_f1, held_out_exact) = if data.held_out.is_empty() {
+        (None, None)
+    } else {
+        let (f1, exact) = score(&model, &data.held_out, image_size, device);
+        (Some(f1), Some(exact))
     };
     let report = WarmupReport {
         steps: total,
@@ -269,16 +289,17 @@ fn score(model: &Tagger, set: &LabelledImages, image_size: u32, device: &Device)
     let size = image_size as usize;
     let labels = set.label_count();
     let (mut tp, mut fp, mut fn_, mut exact) = (0usize, 0usize, 0usize, 0usize);
-    for rows in (0..set.len()).collect::<Vec<_>>().chunks(256) {
+    for start in (0..set.len()).step_by(256) {
+        let rows = start..(start + 256).min(set.len());
         let mut pixels = Vec::with_capacity(rows.len() * 3 * size * size);
-        for &row in rows {
+        for row in rows.clone() {
             to_normalized_chw(&eval_transform(&set.images[row], image_size), &mut pixels);
         }
         let pixels =
             Tensor::<4>::from_data(TensorData::new(pixels, [rows.len(), 3, size, size]), device);
         let logits = model.forward(pixels).into_data();
         let logits = logits.as_slice::<f32>().expect("f32 logits");
-        for (k, &row) in rows.iter().enumerate() {
+        for (k, row) in rows.enumerate() {
             let mut all_right = true;
             for (logit, &truth) in logits[k * labels..(k + 1) * labels]
                 .iter()
@@ -372,7 +393,10 @@ mod tests {
             ..vl_models::VitConfig::default()
         }
         .init(&device);
-        let (train, held_out) = (coloured_squares(128, 1), coloured_squares(64, 2));
+        let data = WarmupData {
+            train: coloured_squares(128, 1),
+            held_out: coloured_squares(64, 2),
+        };
         let config = VisionWarmupConfig {
             epochs: 12,
             batch_size: 16,
@@ -385,17 +409,7 @@ mod tests {
             randaugment_ops: 0,
             randaugment_magnitude: 0.0,
         };
-        let (_, report) = warm_up_vision(
-            vit,
-            &train,
-            Some(&held_out),
-            &config,
-            16,
-            &augment,
-            0,
-            &device,
-        )
-        .unwrap();
+        let (_, report) = warm_up_vision(vit, &data, &config, 16, &augment, 0, &device).unwrap();
         println!("{report:?}");
         assert_eq!(report.steps, 12 * 8);
         assert!(report.last_loss < 0.5 * report.first_loss, "{report:?}");
