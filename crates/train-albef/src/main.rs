@@ -439,7 +439,7 @@ fn warm_up_vision_on_world(
         );
         return Ok(visual_encoder);
     };
-    let data = WarmupData::from_world(world)?;
+    let data = WarmupData::from_world(world, warmup, config.model.patch_size as u32)?;
     log::info!(
         "warming the image encoder up on {} labelled training images for {} epochs",
         data.train.len(),

@@ -459,10 +459,26 @@ pub fn existing_world(dir: &Path, config: &WorldConfig) -> Option<WorldSummary> 
     (summary.config == *config).then_some(summary)
 }
 
-/// Reads the scenes (the ground truth) of a world written by [`write_world`].
-pub fn read_scenes(dir: &Path) -> Result<Vec<Scene>, DataError> {
+/// A world read back from its `world.json`: the config that generated it
+/// and its scenes.
+#[derive(Debug, Clone)]
+pub struct WorldRecord {
+    /// The generating config.
+    pub config: WorldConfig,
+    /// Every scene, all splits.
+    pub scenes: Vec<Scene>,
+}
+
+/// Reads the config and scenes (the ground truth) of a world written by
+/// [`write_world`].
+pub fn read_world(dir: &Path) -> Result<WorldRecord, DataError> {
+    #[derive(Deserialize)]
+    struct Summary {
+        config: WorldConfig,
+    }
     #[derive(Deserialize)]
     struct WorldFile {
+        summary: Summary,
         scenes: Vec<Scene>,
     }
     let path = dir.join(WORLD_FILE);
@@ -474,7 +490,38 @@ pub fn read_scenes(dir: &Path) -> Result<Vec<Scene>, DataError> {
         path,
         message: format!("not a synthetic world's ground truth: {e}"),
     })?;
-    Ok(file.scenes)
+    Ok(WorldRecord {
+        config: file.summary.config,
+        scenes: file.scenes,
+    })
+}
+
+/// Reads the scenes (the ground truth) of a world written by [`write_world`].
+pub fn read_scenes(dir: &Path) -> Result<Vec<Scene>, DataError> {
+    Ok(read_world(dir)?.scenes)
+}
+
+/// `count` labelled scenes drawn apart from the world of `config`: the
+/// same generator (objects, sizes, placement, background) on its own RNG
+/// stream, so none is a scene of the world, whatever its split. A
+/// supervised image corpus for warming an image encoder up, as ImageNet
+/// is for DeiT (`split` is `labelled`; nothing is written to disk, render
+/// them with [`render_scene`]).
+pub fn labelled_scenes(config: &WorldConfig, count: usize) -> Vec<Scene> {
+    (0..count)
+        .map(|i| {
+            let id = config.images + i;
+            let mut rng = scene_rng(config.seed, id as u64, 8);
+            let objects = place_objects(&mut rng, config.image_size as f32);
+            Scene {
+                id,
+                image: String::new(),
+                split: "labelled".into(),
+                objects,
+                background_seed: rng.random(),
+            }
+        })
+        .collect()
 }
 
 /// Most objects in a scene.
@@ -509,9 +556,126 @@ pub fn attribute_labels(scene: &Scene) -> Vec<f32> {
     labels
 }
 
+/// Length of one patch's row of [`patch_labels`].
+pub const PATCH_LABELS: usize = Shape::ALL.len() * Colour::ALL.len() + Shape::ALL.len() * 2;
+
+/// Dense targets for the patches of a `side`-pixel image of `scene` cut
+/// into `patch`-pixel squares, row-major, [`PATCH_LABELS`] per patch: the
+/// (shape, colour) and (shape, size) combinations of the objects whose
+/// box covers a fifth of the patch or of itself; a background patch is all
+/// zeros. The token labelling of Jiang et al. 2021 ("All Tokens Matter"),
+/// with the ground truth in place of their annotator's score maps.
+pub fn patch_labels(scene: &Scene, side: u32, patch: u32) -> Vec<f32> {
+    let (colours, grid) = (Colour::ALL.len(), (side / patch) as usize);
+    let mut labels = vec![0.0; grid * grid * PATCH_LABELS];
+    let p = patch as f32;
+    for object in &scene.objects {
+        let shape = Shape::ALL.iter().position(|s| *s == object.shape);
+        let colour = Colour::ALL.iter().position(|c| *c == object.colour);
+        let (shape, colour) = (shape.expect("listed"), colour.expect("listed"));
+        let size = usize::from(object.size == Size::Large);
+        let [x, y, w, h] = object.bbox;
+        let enough = 0.2 * (w * h).min(p * p);
+        for row in 0..grid {
+            for column in 0..grid {
+                let (px, py) = (column as f32 * p, row as f32 * p);
+                let overlap_x = (x + w).min(px + p) - x.max(px);
+                let overlap_y = (y + h).min(py + p) - y.max(py);
+                if overlap_x > 0.0 && overlap_y > 0.0 && overlap_x * overlap_y >= enough {
+                    let at = (row * grid + column) * PATCH_LABELS;
+                    labels[at + shape * colours + colour] = 1.0;
+                    labels[at + Shape::ALL.len() * colours + shape * 2 + size] = 1.0;
+                }
+            }
+        }
+    }
+    labels
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patch_labels_mark_the_patches_an_object_covers() {
+        let scene = Scene {
+            id: 0,
+            image: String::new(),
+            split: "train".into(),
+            // A large blue star centred at (12, 4): its box [6.9, -1.1,
+            // 10.2, 10.2] clipped to [6.9, 0, 10.2, 9.1] covers patch
+            // (0, 0) by 1.1 × 8 px (below a fifth of 64), patch (0, 1) by
+            // 8 × 8 and patch (1, 1) by 8 × 1.1.
+            objects: vec![object_at(
+                Shape::Star,
+                Colour::Blue,
+                Size::Large,
+                12.0,
+                4.0,
+                32.0,
+            )],
+            background_seed: 0,
+        };
+        let labels = patch_labels(&scene, 32, 8);
+        assert_eq!(labels.len(), 16 * PATCH_LABELS);
+        let star = Shape::ALL.iter().position(|s| *s == Shape::Star).unwrap();
+        let blue = Colour::ALL.iter().position(|c| *c == Colour::Blue).unwrap();
+        let shape_colour = star * Colour::ALL.len() + blue;
+        let shape_size = Shape::ALL.len() * Colour::ALL.len() + star * 2 + 1;
+        for patch in 0..16 {
+            let row = &labels[patch * PATCH_LABELS..(patch + 1) * PATCH_LABELS];
+            let marked = patch == 1;
+            assert_eq!(
+                row[shape_colour],
+                f32::from(u8::from(marked)),
+                "patch {patch}"
+            );
+            assert_eq!(
+                row[shape_size],
+                f32::from(u8::from(marked)),
+                "patch {patch}"
+            );
+            assert_eq!(
+                row.iter().sum::<f32>(),
+                if marked { 2.0 } else { 0.0 },
+                "patch {patch}"
+            );
+        }
+    }
+
+    #[test]
+    fn labelled_scenes_are_seeded_and_apart_from_the_world() {
+        let config = WorldConfig {
+            images: 300,
+            val_images: 20,
+            test_images: 20,
+            ..WorldConfig::default()
+        };
+        let world = generate_scenes(&config);
+        let labelled = labelled_scenes(&config, 300);
+        assert_eq!(labelled, labelled_scenes(&config, 300));
+        assert_ne!(
+            labelled,
+            labelled_scenes(
+                &WorldConfig {
+                    seed: 1,
+                    ..config.clone()
+                },
+                300
+            )
+        );
+        for scene in &labelled {
+            assert!((1..=MAX_OBJECTS).contains(&scene.objects.len()));
+            assert!(scene.id >= config.images);
+            assert!(
+                world
+                    .iter()
+                    .all(|w| w.objects != scene.objects
+                        && w.background_seed != scene.background_seed),
+                "{scene:?} repeats a world scene"
+            );
+        }
+    }
 
     #[test]
     fn scenes_are_a_function_of_the_seed() {
