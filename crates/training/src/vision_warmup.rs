@@ -37,6 +37,7 @@ use vl_models::Vit;
 use vl_models::blocks::first_token;
 
 use crate::TrainError;
+use crate::data_parallel::weighted_gradient_sum;
 use crate::optimizer::{OptimizerConfig, adamw};
 use crate::progress;
 use crate::runner::StepReport;
@@ -67,6 +68,11 @@ pub struct VisionWarmupConfig {
     /// `[CLS]`. 0 turns it off; with it on, images are not cropped (the
     /// labels need the patch grid in place).
     pub token_labels: f64,
+    /// Data-parallel worker threads that split each batch
+    /// ([`crate::data_parallel`]): the tiny encoder's kernels are too small
+    /// to fill two cores from one thread. The result does not depend on
+    /// it beyond float rounding.
+    pub workers: usize,
 }
 
 impl Default for VisionWarmupConfig {
@@ -82,6 +88,7 @@ impl Default for VisionWarmupConfig {
             lr: 3e-3,
             weight_decay: 0.05,
             token_labels: 0.0,
+            workers: 2,
         }
     }
 }
@@ -315,41 +322,58 @@ pub fn warm_up_vision(
     let bar = progress::bar(total as u64, "vision warm-up");
     let start = Instant::now();
     let (mut first_loss, mut last_loss) = (f32::NAN, f32::NAN);
-    let size = image_size as usize;
+    let workers = config.workers.clamp(1, batch);
     let mut order: Vec<usize> = (0..train.len()).collect();
     for epoch in 0..config.epochs {
         order.shuffle(&mut StdRng::seed_from_u64(mix_seed(seed, epoch as u64, 1)));
         for (i, rows) in order.chunks_exact(batch).enumerate() {
             let step = epoch * steps_per_epoch + i;
-            let mut pixels = Vec::with_capacity(batch * 3 * size * size);
-            let mut targets = Vec::with_capacity(batch * labels);
-            let mut patch_targets = Vec::new();
-            for (j, &row) in rows.iter().enumerate() {
-                let image = if dense {
-                    patch_targets.extend_from_slice(&train.patch_labels[row]);
-                    eval_transform(&train.images[row], image_size)
-                } else {
-                    let mut rng = StdRng::seed_from_u64(mix_seed(seed, step as u64, 2 + j as u64));
-                    train_transform(&train.images[row], image_size, augment, &mut rng)
-                };
-                to_normalized_chw(&image, &mut pixels);
-                targets.extend_from_slice(&train.labels[row]);
-            }
-            let pixels =
-                Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, size, size]), &ad);
-            let targets = Tensor::<2>::from_data(TensorData::new(targets, [batch, labels]), &ad);
-            let (logits, patch_logits) = model.forward(pixels);
-            let mut loss = multi_label_bce(logits, targets);
-            if let Some(patch_logits) = patch_logits {
-                let [_, patches, patch_labels] = patch_logits.dims();
-                let patch_targets = Tensor::<2>::from_data(
-                    TensorData::new(patch_targets, [batch * patches, patch_labels]),
-                    &ad,
+            let shard = |model: &Tagger, first: usize, rows: &[usize]| {
+                let (loss, grads) = shard_loss(
+                    model,
+                    train,
+                    rows,
+                    &Batch {
+                        step,
+                        first,
+                        image_size,
+                        augment,
+                        token_labels: config.token_labels,
+                        seed,
+                        device: &ad,
+                    },
                 );
-                let patch_logits = patch_logits.reshape([batch * patches, patch_labels]);
-                loss = loss + multi_label_bce(patch_logits, patch_targets) * config.token_labels;
-            }
-            let value = loss.clone().without_autodiff().into_scalar::<f32>();
+                (loss, grads, rows.len() as f64 / batch as f64)
+            };
+            // Each worker differentiates its own copy of the parameters
+            // (same ids, separate autodiff leaves).
+            let per_worker = batch.div_ceil(workers);
+            let shard_rows: Vec<&[usize]> = rows.chunks(per_worker).collect();
+            let replicas: Vec<Tagger> = (1..shard_rows.len())
+                .map(|_| model.valid().train())
+                .collect();
+            let parts = std::thread::scope(|scope| {
+                let others: Vec<_> = replicas
+                    .iter()
+                    .zip(&shard_rows[1..])
+                    .enumerate()
+                    .map(|(k, (replica, rows))| {
+                        let shard = &shard;
+                        scope.spawn(move || shard(replica, (k + 1) * per_worker, rows))
+                    })
+                    .collect();
+                let mut parts = vec![shard(&model, 0, shard_rows[0])];
+                parts.extend(
+                    others
+                        .into_iter()
+                        .map(|h| h.join().expect("a warm-up worker panicked")),
+                );
+                parts
+            });
+            let value = parts
+                .iter()
+                .map(|(loss, _, w)| loss * *w as f32)
+                .sum::<f32>();
             StepReport {
                 losses: vec![("loss_warmup", value)],
                 settings: Vec::new(),
@@ -360,7 +384,10 @@ pub fn warm_up_vision(
             }
             last_loss = value;
             let lr = lr_at(config, step, steps_per_epoch, total);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let grads = weighted_gradient_sum(
+                &model,
+                parts.into_iter().map(|(_, grads, w)| (grads, w)).collect(),
+            );
             model = optimizer.step(lr, model, grads);
             bar.inc(1);
             bar.set_message(format!("loss {value:.4}"));
@@ -383,6 +410,61 @@ pub fn warm_up_vision(
         held_out_exact,
     };
     Ok((model.visual_encoder, report))
+}
+
+/// Where a shard of a warm-up batch sits and what its images need.
+struct Batch<'a> {
+    step: usize,
+    /// Index of the shard's first row in the whole batch (seeds its crops).
+    first: usize,
+    image_size: u32,
+    augment: &'a AugmentConfig,
+    token_labels: f64,
+    seed: u64,
+    /// The autodiff device.
+    device: &'a Device,
+}
+
+/// The mean loss of `model` on the training images `rows` and its
+/// gradients.
+fn shard_loss(
+    model: &Tagger,
+    train: &LabelledImages,
+    rows: &[usize],
+    at: &Batch,
+) -> (f32, GradientsParams) {
+    let (size, n, labels) = (at.image_size as usize, rows.len(), train.label_count());
+    let dense = at.token_labels > 0.0;
+    let mut pixels = Vec::with_capacity(n * 3 * size * size);
+    let mut targets = Vec::with_capacity(n * labels);
+    let mut patch_targets = Vec::new();
+    for (j, &row) in rows.iter().enumerate() {
+        let image = if dense {
+            patch_targets.extend_from_slice(&train.patch_labels[row]);
+            eval_transform(&train.images[row], at.image_size)
+        } else {
+            let purpose = 2 + (at.first + j) as u64;
+            let mut rng = StdRng::seed_from_u64(mix_seed(at.seed, at.step as u64, purpose));
+            train_transform(&train.images[row], at.image_size, at.augment, &mut rng)
+        };
+        to_normalized_chw(&image, &mut pixels);
+        targets.extend_from_slice(&train.labels[row]);
+    }
+    let pixels = Tensor::<4>::from_data(TensorData::new(pixels, [n, 3, size, size]), at.device);
+    let targets = Tensor::<2>::from_data(TensorData::new(targets, [n, labels]), at.device);
+    let (logits, patch_logits) = model.forward(pixels);
+    let mut loss = multi_label_bce(logits, targets);
+    if let Some(patch_logits) = patch_logits {
+        let [_, patches, patch_labels] = patch_logits.dims();
+        let patch_targets = Tensor::<2>::from_data(
+            TensorData::new(patch_targets, [n * patches, patch_labels]),
+            at.device,
+        );
+        let patch_logits = patch_logits.reshape([n * patches, patch_labels]);
+        loss = loss + multi_label_bce(patch_logits, patch_targets) * at.token_labels;
+    }
+    let value = loss.clone().without_autodiff().into_scalar::<f32>();
+    (value, GradientsParams::from_grads(loss.backward(), model))
 }
 
 /// Micro-F1 and exact-match rate of the labels `model` predicts (logit >
@@ -506,6 +588,7 @@ mod tests {
             lr: 3e-3,
             weight_decay: 0.05,
             token_labels: 0.0,
+            workers: 2,
         };
         let augment = AugmentConfig {
             crop_scale: (0.9, 1.0),
@@ -546,6 +629,7 @@ mod tests {
             lr: 3e-3,
             weight_decay: 0.05,
             token_labels: 1.0,
+            workers: 1,
         };
         let augment = AugmentConfig::default();
         let mut data = WarmupData {
@@ -571,6 +655,60 @@ mod tests {
         assert_eq!(report.steps, 12 * 8);
         assert!(report.last_loss < 0.5 * report.first_loss, "{report:?}");
         assert!(report.held_out_f1.unwrap() > 0.9, "{report:?}");
+    }
+
+    #[test]
+    fn two_workers_train_the_encoder_one_worker_trains() {
+        // The shards' gradients, weighted by size, are the whole batch's:
+        // after several steps (with crops) the encoders agree up to float
+        // rounding; a different seed does not come close.
+        let device = Device::flex();
+        let data = WarmupData {
+            train: coloured_squares(48, 1),
+            held_out: LabelledImages::default(),
+        };
+        let augment = AugmentConfig {
+            crop_scale: (0.8, 1.0),
+            ..AugmentConfig::default()
+        };
+        let run = |workers: usize, seed: u64| {
+            device.seed(9);
+            let vit = vl_models::VitConfig {
+                image_size: 16,
+                patch_size: 8,
+                hidden_size: 32,
+                num_hidden_layers: 1,
+                num_attention_heads: 2,
+                intermediate_size: 64,
+                layer_norm_eps: 1e-6,
+                ..vl_models::VitConfig::default()
+            }
+            .init(&device);
+            let config = VisionWarmupConfig {
+                images: 0,
+                epochs: 2,
+                batch_size: 15,
+                workers,
+                ..VisionWarmupConfig::default()
+            };
+            let (vit, _) =
+                warm_up_vision(vit, &data, &config, 16, &augment, seed, &device).unwrap();
+            vit.pos_embed
+                .val()
+                .into_data()
+                .as_slice::<f32>()
+                .unwrap()
+                .to_vec()
+        };
+        let max_diff = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        let one = run(1, 0);
+        assert!(max_diff(&one, &run(3, 0)) < 1e-4);
+        assert!(max_diff(&one, &run(1, 1)) > 1e-2);
     }
 
     #[test]
