@@ -15,6 +15,10 @@
 //!   call of `3·batch` rows rather than two; rows are independent.
 //! - The queue accepts any batch size (the reference asserts
 //!   `queue_size % batch == 0`).
+//! - Without dropout, one process differentiates MLM on a second thread
+//!   (after the momentum pass) beside ITC and ITM, each on its own copy of
+//!   the parameters, and adds the two gradients: the summed loss's
+//!   gradient, on two cores.
 
 use std::path::{Path, PathBuf};
 
@@ -87,7 +91,8 @@ pub struct PretrainConfig {
     /// within its shard and runs MLM on it; the gradients are averaged
     /// (weighted by shard size) and every shard's momentum features are
     /// enqueued. Not a reference key (the reference's is its process
-    /// count); 1 is a single process. With more than one and dropout on,
+    /// count); 1 is a single process, whose step still spreads over two
+    /// threads (`StepThreads`). With more than one and dropout on,
     /// the dropout masks depend on the order in which the threads draw
     /// from the device's generator, so runs are not bit-reproducible.
     pub workers: usize,
@@ -304,6 +309,8 @@ pub struct AlbefPretraining {
     /// Seed of every random draw.
     pub seed: u64,
     masking: MaskingConfig,
+    /// How a step uses the cores ([`StepThreads::for_config`]).
+    threads: StepThreads,
     device: Device,
 }
 
@@ -334,6 +341,7 @@ impl AlbefPretraining {
         let optimizer = adamw(&model, &config.optimizer, SCALARS);
         let masking = masking(&config, special);
         Self {
+            threads: StepThreads::for_config(&config),
             config,
             model: Some(model),
             momentum: Some(momentum),
@@ -421,7 +429,7 @@ impl AlbefPretraining {
                 w if w > 0.0 => (progress / w).min(1.0),
                 _ => 1.0,
             },
-            overlap_momentum: self.config.workers <= 1,
+            threads: self.threads,
         };
         // Every draw of this step (dropout, masking, negatives) is seeded by
         // the step, so a resumed run repeats an uninterrupted one.
@@ -576,6 +584,7 @@ impl AlbefPretraining {
         )?;
         let masking = masking(&config, special);
         Ok(Self {
+            threads: StepThreads::for_config(&config),
             config,
             model: Some(model),
             momentum: Some(momentum),
@@ -599,9 +608,38 @@ struct StepContext<'a> {
     /// How hard the ITM negatives are, from uniform (0) to the
     /// reference's (1).
     hardness: f64,
-    /// Run the momentum pass on a second thread beside the online one
-    /// (with one worker; several fill the cores themselves).
-    overlap_momentum: bool,
+    /// How the step fills the cores with one worker (several fill them
+    /// themselves).
+    threads: StepThreads,
+}
+
+/// How one worker spreads its step over threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StepThreads {
+    /// Everything on the worker's thread.
+    One,
+    /// The momentum pass on a second thread beside the online encoders.
+    OverlapMomentum,
+    /// The momentum pass and then the MLM branch on a second thread, ITC
+    /// and ITM on the first; each branch differentiates its own copy of
+    /// the parameters and their gradients add up to those of the summed
+    /// loss. Only without dropout: two autodiff passes would draw from
+    /// the device's one generator in no fixed order, and a seeded run
+    /// would not repeat.
+    SplitBranches,
+}
+
+impl StepThreads {
+    fn for_config(config: &PretrainConfig) -> Self {
+        let bert = &config.model.bert_config;
+        if config.workers > 1 {
+            Self::One
+        } else if bert.hidden_dropout_prob == 0.0 && bert.attention_probs_dropout_prob == 0.0 {
+            Self::SplitBranches
+        } else {
+            Self::OverlapMomentum
+        }
+    }
 }
 
 /// One worker's share of a step.
@@ -613,6 +651,19 @@ struct ShardOutput {
     image_feat_m: Tensor<2>,
     text_feat_m: Tensor<2>,
     samples: usize,
+}
+
+/// `a` on a scoped thread beside `b` when `parallel`, else one after the
+/// other.
+fn join<A: Send, B>(parallel: bool, a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B) {
+    if !parallel {
+        return (a(), b());
+    }
+    std::thread::scope(|scope| {
+        let job = scope.spawn(a);
+        let b = b();
+        (job.join().expect("a step thread panicked"), b)
+    })
 }
 
 /// The three losses of ALBEF on `batch` and their gradients: ITC against
@@ -633,48 +684,163 @@ fn shard_forward_backward(
     let [s, len] = [batch.size, batch.text.len];
     let pixels = TensorData::new(batch.pixels.clone(), [b, 3, s, s]);
     let masked = mask_tokens(&batch.text.ids, context.masking, &mut rng);
-    let masked_ids = TensorData::new(masked.input_ids.clone(), [b, len]);
+    let mlm = MlmInputs {
+        ids: TensorData::new(masked.input_ids.clone(), [b, len]),
+        positions: &masked.positions,
+        targets: &masked.targets,
+        alpha: context.alpha,
+    };
+    let scalar = |loss: &Tensor<1>| loss.clone().without_autodiff().into_scalar::<f32>();
+
+    if context.threads == StepThreads::SplitBranches {
+        let replica = model.valid().train();
+        let (features_sender, features) = std::sync::mpsc::channel();
+        let ((loss_mlm, grads_mlm), (losses, grads, (image_feat_m, text_feat_m))) = join(
+            true,
+            || {
+                let momentum_out = momentum_features(momentum, batch, pixels.clone(), device);
+                let feats = (
+                    momentum_out.image_feat.clone(),
+                    momentum_out.text_feat.clone(),
+                );
+                // The ITC branch waits for these; a send fails only if it
+                // has panicked, which the scope reports.
+                let _ = features_sender.send(feats);
+                let soft = momentum_soft_targets(momentum, momentum_out, &mlm, device);
+                let image_embeds = replica.image_embeds(Tensor::from_data(pixels.clone(), &ad));
+                let (_, mask) = batch.text.to_tensors(&ad);
+                let loss = mlm_branch(&replica, image_embeds, padding_mask(mask), &mlm, soft, &ad);
+                (
+                    scalar(&loss),
+                    GradientsParams::from_grads(loss.backward(), &replica),
+                )
+            },
+            || {
+                let online = online_encoders(model, batch, pixels.clone(), &ad);
+                let feats: (Tensor<2>, Tensor<2>) =
+                    features.recv().expect("the momentum pass panicked");
+                let (itc, itm) = itc_itm(model, online, &feats.0, &feats.1, context, &mut rng);
+                let losses = [scalar(&itc), scalar(&itm)];
+                let grads = GradientsParams::from_grads((itc + itm).backward(), model);
+                (losses, grads, feats)
+            },
+        );
+        return ShardOutput {
+            losses: [loss_mlm, losses[0], losses[1]],
+            grads: weighted_gradient_sum(model, vec![(grads, 1.0), (grads_mlm, 1.0)]),
+            image_feat_m,
+            text_feat_m,
+            samples: b,
+        };
+    }
 
     // The momentum model's passes need nothing from the online ones.
-    let positions = &masked.positions;
-    let (pixels_m, masked_ids_m) = (pixels.clone(), masked_ids.clone());
-    let (momentum, online) = if context.overlap_momentum {
-        std::thread::scope(|scope| {
-            let job = scope.spawn(move || {
-                momentum_pass(momentum, batch, pixels_m, masked_ids_m, positions, device)
-            });
-            let online = online_pass(model, batch, pixels, masked_ids, positions, &ad);
-            (job.join().expect("the momentum pass panicked"), online)
-        })
-    } else {
-        (
-            momentum_pass(momentum, batch, pixels_m, masked_ids_m, positions, device),
-            online_pass(model, batch, pixels, masked_ids, positions, &ad),
-        )
-    };
-    let OnlinePass {
+    let (momentum_out, online) = join(
+        context.threads == StepThreads::OverlapMomentum,
+        || {
+            let out = momentum_features(momentum, batch, pixels.clone(), device);
+            let feats = (out.image_feat.clone(), out.text_feat.clone());
+            (feats, momentum_soft_targets(momentum, out, &mlm, device))
+        },
+        || online_encoders(model, batch, pixels.clone(), &ad),
+    );
+    let ((image_feat_m, text_feat_m), soft) = momentum_out;
+    let loss_mlm = mlm_branch(
+        model,
+        online.image_embeds.clone(),
+        padding_mask(online.mask.clone()),
+        &mlm,
+        soft,
+        &ad,
+    );
+    let (itc, itm) = itc_itm(
+        model,
+        online,
+        &image_feat_m,
+        &text_feat_m,
+        context,
+        &mut rng,
+    );
+    let losses = [scalar(&loss_mlm), scalar(&itc), scalar(&itm)];
+    let loss = loss_mlm + itc + itm;
+    ShardOutput {
+        losses,
+        grads: GradientsParams::from_grads(loss.backward(), model),
+        image_feat_m,
+        text_feat_m,
+        samples: b,
+    }
+}
+
+/// The masked captions of a step and what MLM needs besides.
+struct MlmInputs<'a> {
+    /// Masked token ids `[batch, len]`.
+    ids: TensorData,
+    /// Flat indices into `[batch, len]` of the masked tokens.
+    positions: &'a [usize],
+    /// The original ids there.
+    targets: &'a [i64],
+    alpha: f64,
+}
+
+/// The online encoders' outputs.
+struct OnlineEncoders {
+    image_embeds: Tensor<3>,
+    text_embeds: Tensor<3>,
+    /// HF-style attention mask of the batch.
+    mask: Tensor<2, Int>,
+}
+
+/// The online image and text encoders (autodiff device).
+fn online_encoders(
+    model: &Albef,
+    batch: &ImageTextBatch,
+    pixels: TensorData,
+    ad: &Device,
+) -> OnlineEncoders {
+    let image_embeds = model.image_embeds(Tensor::from_data(pixels, ad));
+    let (ids, mask) = batch.text.to_tensors(ad);
+    let text = TextInput::new(ids).with_padding(padding_mask(mask.clone()));
+    OnlineEncoders {
+        image_embeds,
+        text_embeds: model.text_embeds(&text),
+        mask,
+    }
+}
+
+/// ITC with queues and momentum distillation (eq. 6), then ITM on hard
+/// negatives drawn from the in-batch similarities.
+fn itc_itm(
+    model: &Albef,
+    online: OnlineEncoders,
+    image_feat_m: &Tensor<2>,
+    text_feat_m: &Tensor<2>,
+    context: &StepContext,
+    rng: &mut StdRng,
+) -> (Tensor<1>, Tensor<1>) {
+    let device = context.device;
+    let OnlineEncoders {
         image_embeds,
         text_embeds,
         mask,
-        mlm_logits,
     } = online;
+    let b = image_embeds.dims()[0];
     let image_feat = model.image_feat(image_embeds.clone());
     let text_feat = model.text_feat(text_embeds.clone());
 
-    // --- ITC with queues and momentum distillation (eq. 6).
     let (image_all, text_all) = context
         .queue
-        .with_batch(momentum.image_feat.clone(), momentum.text_feat.clone());
+        .with_batch(image_feat_m.clone(), text_feat_m.clone());
     let temp = model.temp.val();
     let temp_m = temp.clone().without_autodiff().unsqueeze::<2>();
     let truth = diagonal_targets(b, image_all.dims()[1], device);
     let targets_i2t = distilled_targets(
-        momentum.image_feat.clone().matmul(text_all.clone()) / temp_m.clone(),
+        image_feat_m.clone().matmul(text_all.clone()) / temp_m.clone(),
         truth.clone(),
         context.alpha,
     );
     let targets_t2i = distilled_targets(
-        momentum.text_feat.clone().matmul(image_all.clone()) / temp_m,
+        text_feat_m.clone().matmul(image_all.clone()) / temp_m,
         truth,
         context.alpha,
     );
@@ -688,7 +854,6 @@ fn shard_forward_backward(
         targets_t2i.autodiff(),
     );
 
-    // --- ITM: hard negatives from the in-batch similarities.
     let in_batch = |sim: &Tensor<2>| sim.clone().without_autodiff().slice([0..b, 0..b]);
     let diagonal: Tensor<2, Bool> = same_id(Tensor::arange(0..b as i64, device));
     let negatives = sample_hard_negatives(
@@ -696,8 +861,9 @@ fn shard_forward_backward(
         in_batch(&itc.sim_t2i),
         diagonal,
         context.hardness,
-        &mut rng,
+        rng,
     );
+    let ad = image_embeds.device();
     let index = |v: &[usize]| {
         let v: Vec<i64> = v.iter().map(|&i| i as i64).collect();
         Tensor::<1, Int>::from_data(v.as_slice(), &ad)
@@ -731,104 +897,72 @@ fn shard_forward_backward(
         0,
     );
     let fused = model.fusion(fusion_text, Some(fusion_padding), fusion_image);
-    let loss_itm = itm_loss(model.itm_logits(fused));
-
-    // --- MLM with momentum soft targets (eq. 7), at masked positions.
-    let loss_mlm = match (mlm_logits, momentum.soft_targets) {
-        (Some(logits), Some(soft)) => {
-            let targets = Tensor::<1, Int>::from_data(masked.targets.as_slice(), &ad);
-            mlm_loss(logits, targets, Some(soft.autodiff()), context.alpha)
-        }
-        _ => Tensor::zeros([1], &ad),
-    };
-
-    let losses = Tensor::cat(
-        vec![loss_mlm.clone(), itc.loss.clone(), loss_itm.clone()],
-        0,
-    )
-    .without_autodiff()
-    .into_data()
-    .convert::<f32>()
-    .try_into_vec::<f32>()
-    .expect("f32 losses");
-    let loss = loss_mlm + itc.loss + loss_itm;
-    ShardOutput {
-        losses: [losses[0], losses[1], losses[2]],
-        grads: GradientsParams::from_grads(loss.backward(), model),
-        image_feat_m: momentum.image_feat,
-        text_feat_m: momentum.text_feat,
-        samples: b,
-    }
+    (itc.loss, itm_loss(model.itm_logits(fused)))
 }
 
-/// What the online model computes before ITC.
-struct OnlinePass {
-    image_embeds: Tensor<3>,
-    text_embeds: Tensor<3>,
-    /// HF-style attention mask of the batch.
-    mask: Tensor<2, Int>,
-    /// MLM logits at the masked positions (none masked: `None`).
-    mlm_logits: Option<Tensor<2>>,
-}
-
-/// The online encoders and the online MLM pass (autodiff device).
-fn online_pass(
+/// MLM with momentum soft targets (eq. 7), at the masked positions; 0
+/// when none is masked.
+fn mlm_branch(
     model: &Albef,
-    batch: &ImageTextBatch,
-    pixels: TensorData,
-    masked_ids: TensorData,
-    positions: &[usize],
+    image_embeds: Tensor<3>,
+    padding: Tensor<2, Bool>,
+    mlm: &MlmInputs,
+    soft_targets: Option<Tensor<2>>,
     ad: &Device,
-) -> OnlinePass {
-    let image_embeds = model.image_embeds(Tensor::from_data(pixels, ad));
-    let (ids, mask) = batch.text.to_tensors(ad);
-    let padding = padding_mask(mask.clone());
-    let text_embeds = model.text_embeds(&TextInput::new(ids).with_padding(padding.clone()));
-    let mlm_logits = (!positions.is_empty()).then(|| {
-        let text = TextInput::new(Tensor::from_data(masked_ids, ad)).with_padding(padding);
-        let hidden = model.multimodal(&text, image_embeds.clone());
-        masked_logits(model, hidden, positions)
-    });
-    OnlinePass {
-        image_embeds,
-        text_embeds,
-        mask,
-        mlm_logits,
-    }
+) -> Tensor<1> {
+    let Some(soft) = soft_targets else {
+        return Tensor::zeros([1], ad);
+    };
+    let text = TextInput::new(Tensor::from_data(mlm.ids.clone(), ad)).with_padding(padding);
+    let hidden = model.multimodal(&text, image_embeds);
+    let logits = masked_logits(model, hidden, mlm.positions);
+    let targets = Tensor::<1, Int>::from_data(mlm.targets, ad);
+    mlm_loss(logits, targets, Some(soft.autodiff()), mlm.alpha)
 }
 
-/// What the momentum model computes (plain device, no autodiff).
-struct MomentumPass {
+/// What the momentum model's encoders compute (plain device, no
+/// autodiff).
+struct MomentumFeatures {
+    image_embeds: Tensor<3>,
     image_feat: Tensor<2>,
     text_feat: Tensor<2>,
-    /// Softmax of the momentum MLM logits at the masked positions.
-    soft_targets: Option<Tensor<2>>,
+    padding: Tensor<2, Bool>,
 }
 
-fn momentum_pass(
+fn momentum_features(
     momentum: &Albef,
     batch: &ImageTextBatch,
     pixels: TensorData,
-    masked_ids: TensorData,
-    positions: &[usize],
     device: &Device,
-) -> MomentumPass {
+) -> MomentumFeatures {
     let image_embeds = momentum.image_embeds(Tensor::from_data(pixels, device));
     let image_feat = momentum.image_feat(image_embeds.clone());
     let (ids, mask) = batch.text.to_tensors(device);
     let padding = padding_mask(mask);
     let text_feat = momentum
         .text_feat(momentum.text_embeds(&TextInput::new(ids).with_padding(padding.clone())));
-    let soft_targets = (!positions.is_empty()).then(|| {
-        let text = TextInput::new(Tensor::from_data(masked_ids, device)).with_padding(padding);
-        let hidden = momentum.multimodal(&text, image_embeds);
-        softmax(masked_logits(momentum, hidden, positions), 1)
-    });
-    MomentumPass {
+    MomentumFeatures {
+        image_embeds,
         image_feat,
         text_feat,
-        soft_targets,
+        padding,
     }
+}
+
+/// Softmax of the momentum MLM logits at the masked positions (none
+/// masked: `None`).
+fn momentum_soft_targets(
+    momentum: &Albef,
+    features: MomentumFeatures,
+    mlm: &MlmInputs,
+    device: &Device,
+) -> Option<Tensor<2>> {
+    (!mlm.positions.is_empty()).then(|| {
+        let text = TextInput::new(Tensor::from_data(mlm.ids.clone(), device))
+            .with_padding(features.padding);
+        let hidden = momentum.multimodal(&text, features.image_embeds);
+        softmax(masked_logits(momentum, hidden, mlm.positions), 1)
+    })
 }
 
 /// MLM logits `[masked, vocab]` of the rows at `positions` (flat indices
@@ -1025,6 +1159,56 @@ mod tests {
     fn two_data_parallel_workers_learn_and_enqueue_the_whole_batch() {
         // Each worker gets two samples, as the single worker above.
         step_and_learn(2, 4);
+    }
+
+    #[test]
+    fn the_split_branches_step_as_one_thread_does() {
+        // MLM on a second thread with its own copy of the parameters: the
+        // summed gradients, hence losses and weights, are those of one
+        // graph, up to float rounding; the batch of another seed is not.
+        let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+        let device = Device::flex();
+        let mut config = small_config();
+        config.model.bert_config.hidden_dropout_prob = 0.0;
+        config.model.bert_config.attention_probs_dropout_prob = 0.0;
+        assert_eq!(StepThreads::for_config(&config), StepThreads::SplitBranches);
+        let special = SpecialTokens {
+            pad: 0,
+            cls: 2,
+            mask: 3,
+        };
+        let run = |threads: StepThreads, batch_seed: u64| {
+            device.seed(1);
+            let model = config.model.init(true, &device);
+            let mut state = AlbefPretraining::new(config.clone(), model, special, 1, &device);
+            state.threads = threads;
+            let losses: Vec<f32> = (0..3)
+                .flat_map(|_| {
+                    let l = state.step(&batch(batch_seed, 2), 1000).unwrap();
+                    [l.loss_ita, l.loss_itm, l.loss_mlm]
+                })
+                .collect();
+            let vit = state.model().visual_encoder.blocks[0].mlp.fc1.weight.val();
+            let words = state
+                .model()
+                .text_encoder
+                .bert
+                .embeddings
+                .word_embeddings
+                .weight
+                .val();
+            (losses, vit, words)
+        };
+        let (losses, vit, words) = run(StepThreads::One, 3);
+        let (split_losses, split_vit, split_words) = run(StepThreads::SplitBranches, 3);
+        let max_diff = |a: Tensor<2>, b: Tensor<2>| (a - b).abs().max().into_scalar::<f32>();
+        for (a, b) in losses.iter().zip(&split_losses) {
+            assert!((a - b).abs() < 1e-4, "{losses:?} vs {split_losses:?}");
+        }
+        assert!(max_diff(vit.clone(), split_vit) < 1e-5);
+        assert!(max_diff(words.clone(), split_words) < 1e-5);
+        let (_, other_vit, _) = run(StepThreads::SplitBranches, 4);
+        assert!(max_diff(vit, other_vit) > 1e-4);
     }
 
     /// Tests that seed the device's generator, which all threads share.
