@@ -53,3 +53,11 @@ pub enum TrainError {
     #[error(transparent)]
     Data(#[from] vl_data::DataError),
 }
+
+/// Held by the tests that seed the device's generator, which every thread
+/// of the test binary shares (tests run in parallel).
+#[cfg(test)]
+pub(crate) fn seeded_device() -> std::sync::MutexGuard<'static, ()> {
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SEEDED.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -78,16 +78,17 @@ pub struct VisionWarmupConfig {
 impl Default for VisionWarmupConfig {
     /// What the `tiny` preset uses (docs/results.md): on the world's own
     /// 5500 training images its 2-layer ViT labelled held-out images with
-    /// F1 0.43 after 60 epochs and overfitted; on 53 500 images drawn apart
-    /// it reached 0.48 after 6 epochs and 0.53 after 10.
+    /// F1 0.43 after 60 epochs and overfitted; on 50 000 images drawn apart
+    /// it reached 0.53 after 10 epochs, 0.58 with token labelling, and
+    /// 0.64 after 14 with it.
     fn default() -> Self {
         Self {
             images: 50_000,
-            epochs: 10,
+            epochs: 14,
             batch_size: 64,
             lr: 3e-3,
             weight_decay: 0.05,
-            token_labels: 0.0,
+            token_labels: 0.5,
             workers: 2,
         }
     }
@@ -564,6 +565,7 @@ mod tests {
 
     #[test]
     fn warm_up_learns_labels_of_held_out_images() {
+        let _seeded = crate::seeded_device();
         let device = Device::flex();
         device.seed(3);
         let vit = vl_models::VitConfig {
@@ -607,6 +609,7 @@ mod tests {
 
     #[test]
     fn token_labels_need_patch_labels_and_train_alongside() {
+        let _seeded = crate::seeded_device();
         let device = Device::flex();
         device.seed(5);
         let vit = || {
@@ -662,6 +665,7 @@ mod tests {
         // The shards' gradients, weighted by size, are the whole batch's:
         // after several steps (with crops) the encoders agree up to float
         // rounding; a different seed does not come close.
+        let _seeded = crate::seeded_device();
         let device = Device::flex();
         let data = WarmupData {
             train: coloured_squares(48, 1),
@@ -688,6 +692,7 @@ mod tests {
                 images: 0,
                 epochs: 2,
                 batch_size: 15,
+                token_labels: 0.0,
                 workers,
                 ..VisionWarmupConfig::default()
             };
@@ -707,8 +712,9 @@ mod tests {
                 .fold(0.0f32, f32::max)
         };
         let one = run(1, 0);
-        assert!(max_diff(&one, &run(3, 0)) < 1e-4);
-        assert!(max_diff(&one, &run(1, 1)) > 1e-2);
+        let (three, other_seed) = (run(3, 0), run(1, 1));
+        assert!(max_diff(&one, &three) < 1e-4, "{}", max_diff(&one, &three));
+        assert!(max_diff(&one, &other_seed) > 1e-2);
     }
 
     #[test]
