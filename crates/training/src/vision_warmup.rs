@@ -135,13 +135,26 @@ impl LabelledImages {
                 .map(|scene| render_scene(scene, side))
                 .collect(),
             labels: scenes.iter().map(attribute_labels).collect(),
-            patch_labels: patch.map_or_else(Vec::new, |patch| {
-                scenes
-                    .iter()
-                    .map(|scene| patch_labels(scene, side, patch))
-                    .collect()
-            }),
+            patch_labels: Vec::new(),
         }
+        .with_patch_labels(scenes, side, patch)
+    }
+
+    /// With the patch labels of `scenes` (these images', in order, at
+    /// `side` pixels) for `patch`-pixel patches, when `patch` is given.
+    pub fn with_patch_labels<'a>(
+        mut self,
+        scenes: impl IntoIterator<Item = &'a Scene>,
+        side: u32,
+        patch: Option<u32>,
+    ) -> Self {
+        if let Some(patch) = patch {
+            self.patch_labels = scenes
+                .into_iter()
+                .map(|scene| patch_labels(scene, side, patch))
+                .collect();
+        }
+        self
     }
 
     /// Number of images.
@@ -182,21 +195,18 @@ impl WarmupData {
         let world = read_world(dir)?;
         let split =
             |name: &'static str| world.scenes.iter().filter(move |scene| scene.split == name);
+        let (side, patch) = (
+            world.config.image_size,
+            (config.token_labels > 0.0).then_some(patch_size),
+        );
         let train = if config.images > 0 {
-            LabelledImages::rendered(
-                &labelled_scenes(&world.config, config.images),
-                world.config.image_size,
-                (config.token_labels > 0.0).then_some(patch_size),
-            )
+            LabelledImages::rendered(&labelled_scenes(&world.config, config.images), side, patch)
         } else {
-            let mut train = LabelledImages::from_scenes(dir, split("train"))?;
-            if config.token_labels > 0.0 {
-                let side = world.config.image_size;
-                train.patch_labels = split("train")
-                    .map(|scene| patch_labels(scene, side, patch_size))
-                    .collect();
-            }
-            train
+            LabelledImages::from_scenes(dir, split("train"))?.with_patch_labels(
+                split("train"),
+                side,
+                patch,
+            )
         };
         Ok(Self {
             train,
@@ -563,12 +573,9 @@ mod tests {
         set
     }
 
-    #[test]
-    fn warm_up_learns_labels_of_held_out_images() {
-        let _seeded = crate::seeded_device();
-        let device = Device::flex();
-        device.seed(3);
-        let vit = vl_models::VitConfig {
+    /// A one-layer, 32-wide ViT for 16-px images.
+    fn tiny_vit(device: &Device) -> Vit {
+        vl_models::VitConfig {
             image_size: 16,
             patch_size: 8,
             hidden_size: 32,
@@ -578,7 +585,15 @@ mod tests {
             layer_norm_eps: 1e-6,
             ..vl_models::VitConfig::default()
         }
-        .init(&device);
+        .init(device)
+    }
+
+    #[test]
+    fn warm_up_learns_labels_of_held_out_images() {
+        let _seeded = crate::seeded_device();
+        let device = Device::flex();
+        device.seed(3);
+        let vit = tiny_vit(&device);
         let data = WarmupData {
             train: coloured_squares(128, 1),
             held_out: coloured_squares(64, 2),
@@ -612,19 +627,7 @@ mod tests {
         let _seeded = crate::seeded_device();
         let device = Device::flex();
         device.seed(5);
-        let vit = || {
-            vl_models::VitConfig {
-                image_size: 16,
-                patch_size: 8,
-                hidden_size: 32,
-                num_hidden_layers: 1,
-                num_attention_heads: 2,
-                intermediate_size: 64,
-                layer_norm_eps: 1e-6,
-                ..vl_models::VitConfig::default()
-            }
-            .init(&device)
-        };
+        let vit = || tiny_vit(&device);
         let config = VisionWarmupConfig {
             images: 0,
             epochs: 12,
@@ -677,17 +680,7 @@ mod tests {
         };
         let run = |workers: usize, seed: u64| {
             device.seed(9);
-            let vit = vl_models::VitConfig {
-                image_size: 16,
-                patch_size: 8,
-                hidden_size: 32,
-                num_hidden_layers: 1,
-                num_attention_heads: 2,
-                intermediate_size: 64,
-                layer_norm_eps: 1e-6,
-                ..vl_models::VitConfig::default()
-            }
-            .init(&device);
+            let vit = tiny_vit(&device);
             let config = VisionWarmupConfig {
                 images: 0,
                 epochs: 2,
