@@ -24,7 +24,9 @@ use crate::manifest::{BadEntries, CaptionedImage, Skipped};
 /// One decoded sample: CHW pixels, caption, index into the manifest.
 type Sample = (Vec<f32>, String, usize);
 use crate::tokenizer::{EncodedBatch, TextTokenizer};
-use crate::transforms::{AugmentConfig, eval_transform, to_normalized_chw, train_transform};
+use crate::transforms::{
+    AugmentConfig, eval_transform, mirror_caption, to_normalized_chw, train_transform_flip,
+};
 
 /// Decodes an image file to 8-bit RGB.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, DataError> {
@@ -222,9 +224,17 @@ impl Loader {
                         };
                     }
                 };
-                let image = match &self.config.augment {
-                    Some(augment) => train_transform(&image, size, augment, &mut rng),
-                    None => eval_transform(&image, size),
+                let (image, caption) = match &self.config.augment {
+                    Some(augment) => {
+                        let (image, flipped) =
+                            train_transform_flip(&image, size, augment, &mut rng);
+                        if flipped && !augment.mirror_words.is_empty() {
+                            (image, mirror_caption(&caption, &augment.mirror_words))
+                        } else {
+                            (image, caption)
+                        }
+                    }
+                    None => (eval_transform(&image, size), caption),
                 };
                 let mut pixels = Vec::with_capacity(3 * (size * size) as usize);
                 to_normalized_chw(&image, &mut pixels);
@@ -492,5 +502,69 @@ mod tests {
         let whole = batch.shards(1);
         assert_eq!(whole[0].text, batch.text);
         assert_eq!(whole[0].pixels, batch.pixels);
+    }
+
+    #[test]
+    fn a_flipped_image_gets_the_mirrored_caption() {
+        // A 4×4 image, red on the left half, blue on the right.
+        let dir = std::env::temp_dir().join(format!("vl-mirror-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = RgbImage::from_fn(4, 4, |x, _| {
+            image::Rgb(if x < 2 { [255, 0, 0] } else { [0, 0, 255] })
+        });
+        let path = dir.join("0.png");
+        image.save(&path).unwrap();
+        let caption = "a red square on the left";
+        let item = |i: usize| CaptionedImage {
+            image: path.clone(),
+            captions: vec![caption.to_owned()],
+            image_id: i,
+            location: Location {
+                file: "manifest.json".into(),
+                line: i + 1,
+            },
+        };
+        let tokenizer = TextTokenizer::train_wordpiece(
+            [caption, "right"].into_iter(),
+            50,
+            crate::tokenizer::Framing::Start,
+        )
+        .unwrap();
+        let loader = Loader::new(
+            (0..16).map(item).collect(),
+            Arc::new(tokenizer),
+            LoaderConfig {
+                batch_size: 16,
+                image_size: 4,
+                augment: Some(AugmentConfig {
+                    crop_scale: (1.0, 1.0),
+                    horizontal_flip: true,
+                    mirror_words: vec![["left".to_owned(), "right".to_owned()]],
+                    randaugment_ops: 0,
+                    randaugment_magnitude: 0.0,
+                }),
+                max_tokens: 16,
+                seed: 0,
+                prefetch: 1,
+                bad: BadEntries::Fail,
+                similar_fraction: 0.0,
+            },
+        );
+        let batch = loader.epoch(0, 0).next().unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let plane = 16;
+        let mut flips = 0;
+        for (i, caption) in batch.captions.iter().enumerate() {
+            // Red channel of the top-left pixel: high unless flipped.
+            let flipped = batch.pixels[i * 3 * plane] < 0.0;
+            flips += usize::from(flipped);
+            let want = if flipped {
+                "a red square on the right"
+            } else {
+                "a red square on the left"
+            };
+            assert_eq!(caption, want, "sample {i}");
+        }
+        assert!((1..16).contains(&flips), "{flips} of 16 flipped");
     }
 }

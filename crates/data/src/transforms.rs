@@ -27,6 +27,11 @@ pub struct AugmentConfig {
     pub crop_scale: (f64, f64),
     /// Flip horizontally with probability 0.5.
     pub horizontal_flip: bool,
+    /// Word pairs swapped in the caption of a flipped image (`[left, right]`),
+    /// so that captions naming positions stay true of the mirrored image; the
+    /// reference flips without touching the caption. Empty: captions are
+    /// kept as they are.
+    pub mirror_words: Vec<[String; 2]>,
     /// RandAugment: number of ops per image (0 disables it).
     pub randaugment_ops: usize,
     /// RandAugment magnitude (of 10).
@@ -39,6 +44,7 @@ impl Default for AugmentConfig {
         Self {
             crop_scale: (0.2, 1.0),
             horizontal_flip: true,
+            mirror_words: Vec::new(),
             randaugment_ops: 2,
             randaugment_magnitude: 7.0,
         }
@@ -52,8 +58,20 @@ pub fn train_transform(
     config: &AugmentConfig,
     rng: &mut impl RngExt,
 ) -> RgbImage {
+    train_transform_flip(image, size, config, rng).0
+}
+
+/// [`train_transform`], also telling whether the image was flipped (its
+/// caption then wants [`mirror_caption`]).
+pub fn train_transform_flip(
+    image: &RgbImage,
+    size: u32,
+    config: &AugmentConfig,
+    rng: &mut impl RngExt,
+) -> (RgbImage, bool) {
     let mut out = random_resized_crop(image, size, config.crop_scale, rng);
-    if config.horizontal_flip && rng.random_bool(0.5) {
+    let flipped = config.horizontal_flip && rng.random_bool(0.5);
+    if flipped {
         out = image::imageops::flip_horizontal(&out);
     }
     if config.randaugment_ops > 0 {
@@ -63,6 +81,49 @@ pub fn train_transform(
             config.randaugment_magnitude,
             rng,
         );
+    }
+    (out, flipped)
+}
+
+/// Swaps each pair of `words` (whole words, ASCII case-insensitive, the
+/// first letter's case kept) in a caption: "a cross on the left" becomes
+/// "a cross on the right" for the pair `[left, right]`. A word is delimited
+/// by characters that are not ASCII alphanumerics, so pairs in scripts
+/// without spaces (`[左, 右]`) match anywhere.
+pub fn mirror_caption(caption: &str, words: &[[String; 2]]) -> String {
+    let is_word = |c: char| c.is_ascii_alphanumeric();
+    let mut out = String::with_capacity(caption.len());
+    let mut rest = caption;
+    'scan: while let Some(c) = rest.chars().next() {
+        let at_boundary = !out.chars().next_back().is_some_and(is_word) || !is_word(c);
+        for [a, b] in words {
+            for (from, to) in [(a, b), (b, a)] {
+                let Some(head) = rest.get(..from.len()) else {
+                    continue;
+                };
+                let starts_word = from.chars().next().is_some_and(is_word);
+                let ends_word = from.chars().next_back().is_some_and(is_word);
+                let next = rest[from.len()..].chars().next();
+                if from.is_empty()
+                    || !head.eq_ignore_ascii_case(from)
+                    || (starts_word && !at_boundary)
+                    || (ends_word && next.is_some_and(is_word))
+                {
+                    continue;
+                }
+                if head.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    let mut chars = to.chars();
+                    out.extend(chars.next().map(|c| c.to_ascii_uppercase()));
+                    out.push_str(chars.as_str());
+                } else {
+                    out.push_str(to);
+                }
+                rest = &rest[from.len()..];
+                continue 'scan;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
     }
     out
 }
@@ -514,6 +575,31 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
+
+    #[test]
+    fn mirror_caption_swaps_whole_words_both_ways() {
+        let pairs = [
+            ["left".to_owned(), "right".to_owned()],
+            ["左".to_owned(), "右".to_owned()],
+        ];
+        assert_eq!(
+            mirror_caption("a cross at the top left, a star on the right", &pairs),
+            "a cross at the top right, a star on the left"
+        );
+        assert_eq!(
+            mirror_caption("Left of the bright leftover: right.", &pairs),
+            "Right of the bright leftover: left."
+        );
+        assert_eq!(
+            mirror_caption("左上角有一个红色圆形，右边", &pairs),
+            "右上角有一个红色圆形，左边"
+        );
+        assert_eq!(
+            mirror_caption("no positions here", &pairs),
+            "no positions here"
+        );
+        assert_eq!(mirror_caption("left", &[]), "left");
+    }
 
     #[test]
     fn pre_caption_follows_the_reference() {

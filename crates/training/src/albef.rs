@@ -195,6 +195,7 @@ impl PretrainConfig {
             augment: vl_data::transforms::AugmentConfig {
                 crop_scale: (1.0, 1.0),
                 horizontal_flip: false,
+                mirror_words: Vec::new(),
                 randaugment_ops: 0,
                 randaugment_magnitude: 7.0,
             },

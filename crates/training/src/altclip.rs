@@ -184,6 +184,7 @@ impl AltClipRecipe {
             augment: AugmentConfig {
                 crop_scale: (0.8, 1.0),
                 horizontal_flip: false,
+                mirror_words: Vec::new(),
                 randaugment_ops: 2,
                 randaugment_magnitude: 7.0,
             },

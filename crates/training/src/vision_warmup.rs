@@ -610,6 +610,7 @@ mod tests {
         let augment = AugmentConfig {
             crop_scale: (0.9, 1.0),
             horizontal_flip: false,
+            mirror_words: Vec::new(),
             randaugment_ops: 0,
             randaugment_magnitude: 0.0,
         };
