@@ -95,7 +95,8 @@ pub fn mirror_caption(caption: &str, words: &[[String; 2]]) -> String {
     let mut out = String::with_capacity(caption.len());
     let mut rest = caption;
     'scan: while let Some(c) = rest.chars().next() {
-        let at_boundary = !out.chars().next_back().is_some_and(is_word) || !is_word(c);
+        // The output ends as the input before `rest` does, up to case.
+        let at_boundary = !out.chars().next_back().is_some_and(is_word);
         for [a, b] in words {
             for (from, to) in [(a, b), (b, a)] {
                 let Some(head) = rest.get(..from.len()) else {
