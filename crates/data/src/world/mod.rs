@@ -12,6 +12,7 @@
 //! pure function of the seed: the same config writes the same files.
 
 mod captions;
+mod differences;
 mod render;
 mod tasks;
 
@@ -23,6 +24,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use captions::{Language, caption, class_prompts, corrupt_caption};
+pub use differences::{Difference, difference};
 
 use crate::DataError;
 
