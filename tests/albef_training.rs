@@ -156,6 +156,7 @@ fn pretraining_lowers_the_loss_and_retrieves_held_out_images() {
     let model = burn::module::Module::valid(state.model());
     let metrics = evaluate_retrieval(&model, &set, &tokenizer, &eval, &device, |_, _| {})
         .unwrap()
+        .report(&set)
         .contrastive;
     let chance = RetrievalMetrics::chance(&set);
     println!("held-out retrieval: {metrics:?}\nchance: {chance:?}");

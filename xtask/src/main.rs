@@ -7,6 +7,9 @@
 //!   synthetic shapes world (see `docs/datasets.md`).
 //! - `bench [--presets tiny,small] [--vs-pytorch --python PY] [--json F]`:
 //!   our steps beside PyTorch's (see `docs/benchmarks.md`).
+//! - `retrieval-misses --run DIR [--world W] [--itc]`: a retrieval
+//!   evaluation's misses on a synthetic world, by what the retrieved image
+//!   got wrong (see `docs/results.md`).
 //! - `ci`: everything CI runs (`.ci/run` calls it).
 
 use std::path::PathBuf;
@@ -18,6 +21,7 @@ mod bench;
 mod ci;
 mod fixtures;
 mod material;
+mod misses;
 
 #[derive(Parser)]
 #[command(about = "Project automation for the ALBEF/AltCLIP workspace")]
@@ -140,6 +144,19 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         minimal_pairs: f64,
     },
+    /// Sort a retrieval evaluation's top-1 misses on a synthetic world by
+    /// how the retrieved image differs from the right one.
+    RetrievalMisses {
+        /// Output directory of `train-albef` (holds `rankings.json`).
+        #[arg(long)]
+        run: PathBuf,
+        /// The world (default: the one the ranked images lie in).
+        #[arg(long)]
+        world: Option<PathBuf>,
+        /// Read the ranking by ITC similarity instead of the ITM re-ranking.
+        #[arg(long)]
+        itc: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -244,6 +261,10 @@ fn run() -> anyhow::Result<ExitCode> {
                 summary.files.len(),
                 start.elapsed().as_secs_f64()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RetrievalMisses { run, world, itc } => {
+            misses::run(&run, world, itc)?;
             Ok(ExitCode::SUCCESS)
         }
     }

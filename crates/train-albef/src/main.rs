@@ -496,8 +496,9 @@ fn train_tokenizer(config: &PretrainConfig, out: &Path) -> anyhow::Result<TextTo
 }
 
 /// Evaluates and writes `eval_retrieval.json` (the reference's keys for the
-/// ITM-re-ranked metrics, and the ITC-only ones under `itc`); returns the
-/// report, chance and the set's size description.
+/// ITM-re-ranked metrics, and the ITC-only ones under `itc`) and
+/// `rankings.json` (each query's ten best candidates, both rankings);
+/// returns the report, chance and the set's size description.
 fn evaluate(
     model: &Albef,
     config: &PretrainConfig,
@@ -522,10 +523,17 @@ fn evaluate(
         batch_size: 128,
     };
     let bar = vl_training::progress::bar((set.images.len() + set.texts.len()) as u64, "retrieval");
-    let report = evaluate_retrieval(&model, &set, tokenizer, &eval, &device, |done, _| {
+    let scores = evaluate_retrieval(&model, &set, tokenizer, &eval, &device, |done, _| {
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
+    let report = scores.report(&set);
+    let rankings = out.join("rankings.json");
+    std::fs::write(
+        &rankings,
+        serde_json::to_string(&scores.rankings(&set, 10))?,
+    )
+    .with_context(|| format!("writing {}", rankings.display()))?;
     let chance = RetrievalMetrics::chance(&set);
     let path = out.join("eval_retrieval.json");
     let mut json = serde_json::to_value(report.reranked)?;

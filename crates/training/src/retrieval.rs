@@ -5,6 +5,8 @@
 //! contrastive similarity alone is reported beside it: it shows what the
 //! alignment learnt, whatever the state of the ITM head.
 
+use std::path::PathBuf;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use vl_data::{RetrievalSet, TextTokenizer};
@@ -129,8 +131,72 @@ struct Encoded {
     sims: Vec<Vec<f32>>,
 }
 
-/// Scores every image against every text and computes both rankings'
-/// metrics.
+/// The score matrices of one evaluation, as the reference's `evaluation`
+/// returns them: ITM "match" logits for each query's `k_test` ITC
+/// candidates and −100 elsewhere, beside the ITC similarities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrievalScores {
+    /// `[images][texts]`, re-ranked by ITM.
+    pub i2t: Vec<Vec<f32>>,
+    /// `[texts][images]`, re-ranked by ITM.
+    pub t2i: Vec<Vec<f32>>,
+    /// `[images][texts]` cosine similarities.
+    pub i2t_itc: Vec<Vec<f32>>,
+    /// `[texts][images]` cosine similarities.
+    pub t2i_itc: Vec<Vec<f32>>,
+}
+
+impl RetrievalScores {
+    /// Both rankings' metrics (the reference's `itm_eval`).
+    pub fn report(&self, set: &RetrievalSet) -> RetrievalReport {
+        RetrievalReport {
+            reranked: RetrievalMetrics::from_scores(&self.i2t, &self.t2i, set),
+            contrastive: RetrievalMetrics::from_scores(&self.i2t_itc, &self.t2i_itc, set),
+        }
+    }
+
+    /// Each query's `depth` best candidates, best first, in both rankings:
+    /// what a look at the misses needs, a small fraction of the matrices.
+    pub fn rankings(&self, set: &RetrievalSet, depth: usize) -> Rankings {
+        let best = |rows: &[Vec<f32>]| -> Vec<Vec<usize>> {
+            rows.iter().map(|row| top_k(row, depth)).collect()
+        };
+        Rankings {
+            images: set.images.clone(),
+            texts: set.texts.clone(),
+            txt2img: set.txt2img.clone(),
+            i2t: best(&self.i2t),
+            t2i: best(&self.t2i),
+            i2t_itc: best(&self.i2t_itc),
+            t2i_itc: best(&self.t2i_itc),
+        }
+    }
+}
+
+/// Each query's best candidates (indices into `texts` or `images`, best
+/// first; ties keep index order, as [`RetrievalMetrics::from_scores`]
+/// does), with the set they index: `rankings.json` beside
+/// `eval_retrieval.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rankings {
+    /// Image paths, as the manifest gave them.
+    pub images: Vec<PathBuf>,
+    /// Captions, flattened.
+    pub texts: Vec<String>,
+    /// Each text's image.
+    pub txt2img: Vec<usize>,
+    /// Per image, texts by ITM re-ranking.
+    pub i2t: Vec<Vec<usize>>,
+    /// Per text, images by ITM re-ranking.
+    pub t2i: Vec<Vec<usize>>,
+    /// Per image, texts by ITC similarity.
+    pub i2t_itc: Vec<Vec<usize>>,
+    /// Per text, images by ITC similarity.
+    pub t2i_itc: Vec<Vec<usize>>,
+}
+
+/// Scores every image against every text: the re-ranked and the ITC
+/// score matrices ([`RetrievalScores::report`] gives their metrics).
 /// `model` must be an inference copy (`valid()`); `progress` is called with
 /// `(done, total)` query counts.
 pub fn evaluate_retrieval(
@@ -140,7 +206,7 @@ pub fn evaluate_retrieval(
     eval: &RetrievalEval,
     device: &Device,
     mut progress: impl FnMut(usize, usize),
-) -> Result<RetrievalReport, TrainError> {
+) -> Result<RetrievalScores, TrainError> {
     let encoded = encode(model, set, tokenizer, eval, device)?;
     let (ni, nt) = (set.images.len(), set.texts.len());
     let total = ni + nt;
@@ -182,9 +248,11 @@ pub fn evaluate_retrieval(
         }
         progress(ni + chunk.last().map_or(0, |t| t + 1), total);
     }
-    Ok(RetrievalReport {
-        reranked: RetrievalMetrics::from_scores(&i2t, &t2i, set),
-        contrastive: RetrievalMetrics::from_scores(&encoded.sims, &columns, set),
+    Ok(RetrievalScores {
+        i2t,
+        t2i,
+        i2t_itc: encoded.sims,
+        t2i_itc: columns,
     })
 }
 
@@ -297,5 +365,20 @@ mod tests {
         let m = RetrievalMetrics::from_scores(&i2t, &t2i, &set);
         assert_eq!((m.txt_r1, m.txt_r5, m.img_r1), (50.0, 100.0, 100.0));
         assert!((m.r_mean - (250.0 / 3.0 + 100.0) / 2.0).abs() < 1e-9);
+
+        // The rankings say the same: image 1's first text is image 0's.
+        let scores = RetrievalScores {
+            i2t: i2t.clone(),
+            t2i: t2i.clone(),
+            i2t_itc: i2t,
+            t2i_itc: t2i,
+        };
+        let rankings = scores.rankings(&set, 3);
+        assert_eq!(rankings.i2t, vec![vec![0, 3, 2], vec![0, 2, 3]]);
+        assert_eq!(
+            rankings.t2i,
+            vec![vec![0, 1], vec![0, 1], vec![1, 0], vec![1, 0]]
+        );
+        assert_eq!(scores.report(&set).reranked, m);
     }
 }
