@@ -172,3 +172,53 @@ pub fn run(run_dir: &Path, world: Option<PathBuf>, itc: bool) -> anyhow::Result<
     image_to_text.print("image → text (per image)");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vl_data::world::{Colour, Object, Region};
+
+    fn scene(id: usize, objects: &[(Shape, Colour, Size)]) -> Scene {
+        Scene {
+            id,
+            image: format!("images/{id:06}.png"),
+            split: "test".into(),
+            objects: objects
+                .iter()
+                .map(|&(shape, colour, size)| Object {
+                    shape,
+                    colour,
+                    size,
+                    region: Region { column: 1, row: 1 },
+                    bbox: [0.0; 4],
+                })
+                .collect(),
+            background_seed: 0,
+        }
+    }
+
+    #[test]
+    fn a_tally_counts_queries_and_sorts_misses() {
+        let red_square = scene(0, &[(Shape::Square, Colour::Red, Size::Small)]);
+        let red_circle = scene(1, &[(Shape::Circle, Colour::Red, Size::Small)]);
+        let pair = scene(
+            2,
+            &[
+                (Shape::Square, Colour::Red, Size::Small),
+                (Shape::Star, Colour::Blue, Size::Large),
+            ],
+        );
+        let mut tally = Tally::default();
+        tally.add(&red_square, &red_square);
+        tally.add(&red_square, &red_circle);
+        tally.add(&pair, &red_square);
+        assert_eq!(tally.queries, [2, 1, 0, 0]);
+        assert_eq!(tally.misses[&Difference::Shapes], [1, 0, 0, 0]);
+        assert_eq!(tally.misses[&Difference::Count], [0, 1, 0, 0]);
+        assert_eq!(tally.misses.len(), 2);
+        assert_eq!(
+            tally.shapes[&(Size::Small, Shape::Square, Shape::Circle)],
+            1
+        );
+    }
+}
