@@ -179,7 +179,7 @@ impl RetrievalScores {
 /// `eval_retrieval.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rankings {
-    /// Image paths, as the manifest gave them.
+    /// Image paths, as the evaluation read them.
     pub images: Vec<PathBuf>,
     /// Captions, flattened.
     pub texts: Vec<String>,
