@@ -59,10 +59,9 @@ impl Tally {
             }
         }
         row("missed at 1", &missed);
-        for kind in Difference::ALL {
-            if let Some(counts) = self.misses.get(&kind) {
-                row(&format!("  {}", kind.name()), counts);
-            }
+        // The map's order is the enum's: the order of `Difference`'s docs.
+        for (kind, counts) in &self.misses {
+            row(&format!("  {}", kind.name()), counts);
         }
         let mut shapes: Vec<(String, usize)> = self
             .shapes

@@ -29,17 +29,6 @@ pub enum Difference {
 }
 
 impl Difference {
-    /// Every kind, in the order above.
-    pub const ALL: [Difference; 7] = [
-        Difference::None,
-        Difference::Positions,
-        Difference::Shapes,
-        Difference::Sizes,
-        Difference::Colours,
-        Difference::Count,
-        Difference::Several,
-    ];
-
     /// A short name for tables.
     pub fn name(self) -> &'static str {
         match self {
