@@ -93,6 +93,27 @@ impl ImageTextBatch {
             })
             .collect()
     }
+
+    /// The samples reordered by caption length, shortest first (ties keep
+    /// their order), padded to the longest caption: consecutive rows then
+    /// pad together with little waste ([`EncodedBatch::rows`]).
+    pub fn sorted_by_text_length(&self) -> ImageTextBatch {
+        let lengths = self.text.lengths();
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.sort_by_key(|&r| lengths[r]);
+        let pixels_per_image = 3 * self.size * self.size;
+        ImageTextBatch {
+            pixels: order
+                .iter()
+                .flat_map(|&r| &self.pixels[r * pixels_per_image..(r + 1) * pixels_per_image])
+                .copied()
+                .collect(),
+            size: self.size,
+            captions: order.iter().map(|&r| self.captions[r].clone()).collect(),
+            text: self.text.select(&order),
+            image_ids: order.iter().map(|&r| self.image_ids[r]).collect(),
+        }
+    }
 }
 
 /// Settings of a [`Loader`].
@@ -502,6 +523,17 @@ mod tests {
         let whole = batch.shards(1);
         assert_eq!(whole[0].text, batch.text);
         assert_eq!(whole[0].pixels, batch.pixels);
+
+        // Sorted by length: 1, 2, 2 (in batch order), 3, 4 tokens.
+        let sorted = batch.sorted_by_text_length();
+        assert_eq!(sorted.image_ids, [8, 9, 10, 7, 11]);
+        assert_eq!(sorted.captions[0], "caption 1");
+        assert_eq!(sorted.pixels[..6], [3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        assert_eq!(sorted.text.len, 4);
+        assert_eq!(sorted.text.lengths(), [1, 2, 2, 3, 4]);
+        assert_eq!(sorted.text.ids[..8], [10, 0, 0, 0, 20, 21, 0, 0]);
+        // Its first three rows pad to 2 tokens.
+        assert_eq!(sorted.text.rows(0..3).ids, [10, 0, 20, 21, 30, 31]);
     }
 
     #[test]

@@ -47,31 +47,43 @@ impl EncodedBatch {
             "rows {rows:?} of a batch of {}",
             self.batch
         );
+        let order: Vec<usize> = rows.collect();
+        self.select(&order)
+    }
+
+    /// The texts at `order` (repeats allowed), in that order, padded only
+    /// to their own longest text.
+    ///
+    /// # Panics
+    /// If an index reaches past the batch.
+    pub fn select(&self, order: &[usize]) -> EncodedBatch {
+        let lengths = self.lengths();
+        let len = order.iter().map(|&r| lengths[r]).max().unwrap_or(0);
         let width = self.len;
-        fn row(v: &[i64], r: usize, width: usize) -> &[i64] {
-            &v[r * width..(r + 1) * width]
-        }
-        let len = rows
-            .clone()
-            .map(|r| {
-                row(&self.attention_mask, r, width)
-                    .iter()
-                    .filter(|&&m| m != 0)
-                    .count()
-            })
-            .max()
-            .unwrap_or(0);
         let take = |v: &[i64]| -> Vec<i64> {
-            rows.clone()
-                .flat_map(|r| row(v, r, width)[..len].iter().copied())
+            order
+                .iter()
+                .flat_map(|&r| v[r * width..r * width + len].iter().copied())
                 .collect()
         };
         EncodedBatch {
             ids: take(&self.ids),
             attention_mask: take(&self.attention_mask),
-            batch: rows.len(),
+            batch: order.len(),
             len,
         }
+    }
+
+    /// Each text's number of tokens (its attention mask's ones).
+    pub fn lengths(&self) -> Vec<usize> {
+        (0..self.batch)
+            .map(|r| {
+                self.attention_mask[r * self.len..(r + 1) * self.len]
+                    .iter()
+                    .filter(|&&m| m != 0)
+                    .count()
+            })
+            .collect()
     }
 
     /// Ids and attention mask as `[batch, len]` tensors.
