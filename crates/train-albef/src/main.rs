@@ -522,8 +522,9 @@ fn evaluate(
         k_test: config.k_test,
         batch_size: 128,
     };
-    let bar = vl_training::progress::bar((set.images.len() + set.texts.len()) as u64, "retrieval");
-    let scores = evaluate_retrieval(&model, &set, tokenizer, &eval, &device, |done, _| {
+    let bar = vl_training::progress::bar(0, "retrieval");
+    let scores = evaluate_retrieval(&model, &set, tokenizer, &eval, &device, |done, total| {
+        bar.set_length(total as u64);
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();

@@ -116,13 +116,15 @@ pub struct RetrievalEval {
     pub max_tokens: usize,
     /// Candidates re-ranked per query.
     pub k_test: usize,
-    /// Images (or texts) encoded per forward pass.
+    /// Images, texts or image–text pairs per forward pass.
     pub batch_size: usize,
 }
 
 /// Encoded texts and images of a retrieval set.
 struct Encoded {
     text_embeds: Tensor<3>,
+    /// Tokens of each text (its padding follows them).
+    text_lengths: Vec<usize>,
     /// HF-style attention mask (rows are selected from it, then converted:
     /// burn-flex's `select` on Bool tensors returns U8 storage).
     text_mask: Tensor<2, Int>,
@@ -198,7 +200,7 @@ pub struct Rankings {
 /// Scores every image against every text: the re-ranked and the ITC
 /// score matrices ([`RetrievalScores::report`] gives their metrics).
 /// `model` must be an inference copy (`valid()`); `progress` is called with
-/// `(done, total)` query counts.
+/// `(done, total)` counts of the image–text pairs re-ranked by ITM.
 pub fn evaluate_retrieval(
     model: &Albef,
     set: &RetrievalSet,
@@ -209,44 +211,40 @@ pub fn evaluate_retrieval(
 ) -> Result<RetrievalScores, TrainError> {
     let encoded = encode(model, set, tokenizer, eval, device)?;
     let (ni, nt) = (set.images.len(), set.texts.len());
-    let total = ni + nt;
     let k_i2t = eval.k_test.min(nt);
     let k_t2i = eval.k_test.min(ni);
     // Per-text similarity columns, for the text queries and the ITC ranking.
     let columns: Vec<Vec<f32>> = (0..nt)
         .map(|t| encoded.sims.iter().map(|row| row[t]).collect())
         .collect();
+    // The (text, image) pairs to re-rank: each image query's candidate
+    // texts, each text query's candidate images.
+    let i2t_pairs: Vec<(usize, usize)> = (0..ni)
+        .flat_map(|i| {
+            let top = top_k(&encoded.sims[i], k_i2t);
+            top.into_iter().map(move |t| (t, i))
+        })
+        .collect();
+    let t2i_pairs: Vec<(usize, usize)> = (0..nt)
+        .flat_map(|t| top_k(&columns[t], k_t2i).into_iter().map(move |i| (t, i)))
+        .collect();
+    let pairs = [i2t_pairs.as_slice(), t2i_pairs.as_slice()].concat();
+    let scores = itm_scores(
+        model,
+        &encoded,
+        &pairs,
+        eval.batch_size,
+        device,
+        &mut progress,
+    );
+    let (i2t_scores, t2i_scores) = scores.split_at(i2t_pairs.len());
     let mut i2t = vec![vec![-100.0f32; nt]; ni];
     let mut t2i = vec![vec![-100.0f32; ni]; nt];
-
-    // Queries are batched so each fusion call sees ~batch_size pairs.
-    let per_call = |k: usize| (eval.batch_size / k).max(1);
-    for chunk in (0..ni).collect::<Vec<_>>().chunks(per_call(k_i2t)) {
-        let mut texts = Vec::new();
-        let mut images = Vec::new();
-        for &i in chunk {
-            let top = top_k(&encoded.sims[i], k_i2t);
-            images.extend(std::iter::repeat_n(i, k_i2t));
-            texts.extend(top);
-        }
-        let scores = itm_scores(model, &encoded, &texts, &images, device);
-        for (n, (&t, &i)) in texts.iter().zip(&images).enumerate() {
-            i2t[i][t] = scores[n];
-        }
-        progress(chunk.last().map_or(0, |i| i + 1), total);
+    for (&(t, i), &score) in i2t_pairs.iter().zip(i2t_scores) {
+        i2t[i][t] = score;
     }
-    for chunk in (0..nt).collect::<Vec<_>>().chunks(per_call(k_t2i)) {
-        let mut texts = Vec::new();
-        let mut images = Vec::new();
-        for &t in chunk {
-            images.extend(top_k(&columns[t], k_t2i));
-            texts.extend(std::iter::repeat_n(t, k_t2i));
-        }
-        let scores = itm_scores(model, &encoded, &texts, &images, device);
-        for (n, (&t, &i)) in texts.iter().zip(&images).enumerate() {
-            t2i[t][i] = scores[n];
-        }
-        progress(ni + chunk.last().map_or(0, |t| t + 1), total);
+    for (&(t, i), &score) in t2i_pairs.iter().zip(t2i_scores) {
+        t2i[t][i] = score;
     }
     Ok(RetrievalScores {
         i2t,
@@ -299,6 +297,7 @@ fn encode(
         .expect("f32 similarities");
     Ok(Encoded {
         text_embeds: Tensor::cat(text_embeds, 0),
+        text_lengths: tokens.lengths(),
         text_mask: mask,
         image_embeds: Tensor::cat(image_embeds, 0),
         sims: flat.chunks(nt).map(<[f32]>::to_vec).collect(),
@@ -313,32 +312,56 @@ fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     order
 }
 
-/// ITM "match" logits of `(texts[n], images[n])` pairs.
+/// ITM "match" logits of `(text, image)` pairs, in their order. The pairs
+/// are fused `batch` at a time in order of caption length, each call's
+/// captions padded only to their own longest; `progress` is called with
+/// `(done, total)` pair counts.
 fn itm_scores(
     model: &Albef,
     encoded: &Encoded,
-    texts: &[usize],
-    images: &[usize],
+    pairs: &[(usize, usize)],
+    batch: usize,
     device: &Device,
+    progress: &mut impl FnMut(usize, usize),
 ) -> Vec<f32> {
-    let index = |v: &[usize]| {
-        let v: Vec<i64> = v.iter().map(|&i| i as i64).collect();
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    order.sort_by_key(|&n| encoded.text_lengths[pairs[n].0]);
+    let index = |v: Vec<usize>| {
+        let v: Vec<i64> = v.into_iter().map(|i| i as i64).collect();
         Tensor::<1, Int>::from_data(v.as_slice(), device)
     };
-    let (t, i) = (index(texts), index(images));
-    let fused = model.fusion(
-        encoded.text_embeds.clone().select(0, t.clone()),
-        Some(padding_mask(encoded.text_mask.clone().select(0, t))),
-        encoded.image_embeds.clone().select(0, i),
-    );
-    let logits = model.itm_logits(fused);
-    let [n, _] = logits.dims();
-    logits
-        .slice([0..n, 1..2])
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 scores")
+    let mut scores = vec![0.0f32; pairs.len()];
+    let mut done = 0;
+    for chunk in order.chunks(batch.max(1)) {
+        let len = chunk
+            .iter()
+            .map(|&n| encoded.text_lengths[pairs[n].0])
+            .max()
+            .unwrap_or(0);
+        let t = index(chunk.iter().map(|&n| pairs[n].0).collect());
+        let i = index(chunk.iter().map(|&n| pairs[n].1).collect());
+        let rows = chunk.len();
+        let text_embeds = encoded.text_embeds.clone().select(0, t.clone());
+        let text_mask = encoded.text_mask.clone().select(0, t);
+        let fused = model.fusion(
+            text_embeds.slice([0..rows, 0..len]),
+            Some(padding_mask(text_mask.slice([0..rows, 0..len]))),
+            encoded.image_embeds.clone().select(0, i),
+        );
+        let matched = model
+            .itm_logits(fused)
+            .slice([0..rows, 1..2])
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 scores");
+        for (&n, score) in chunk.iter().zip(matched) {
+            scores[n] = score;
+        }
+        done += chunk.len();
+        progress(done, pairs.len());
+    }
+    scores
 }
 
 #[cfg(test)]
