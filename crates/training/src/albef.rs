@@ -176,7 +176,7 @@ impl PretrainConfig {
     /// - the image encoder is first warmed up on 50 000 labelled images
     ///   drawn apart from the world, with token labelling, for 14 epochs
     ///   ([`crate::vision_warmup`]), as the reference's starts from DeiT;
-    ///   pretraining then runs 20 epochs (docs/results.md);
+    ///   pretraining then runs 26 epochs (docs/results.md);
     /// - each text pass runs on four groups of captions by length
     ///   (`text_length_groups`): the same losses as one padded batch, a
     ///   step 1.4× as fast on two cores.
@@ -196,7 +196,7 @@ impl PretrainConfig {
             },
             schedular: ScheduleConfig {
                 lr: 6e-4,
-                epochs: 20,
+                epochs: 26,
                 min_lr: 3e-4,
                 warmup_lr: 6e-5,
                 warmup_epochs: 5,
