@@ -12,7 +12,10 @@
 //!   ignores every other position, so the loss is the same for a fraction of
 //!   the decoder cost.
 //! - Positive and hard-negative pairs go through the fusion encoder in one
-//!   call of `3·batch` rows rather than two; rows are independent.
+//!   call of `3·batch` rows rather than two; rows are independent. With
+//!   `text_length_groups` above 1, every text pass (and so that call) runs
+//!   group by group on captions sorted by length, each group padded to its
+//!   own longest: the same losses on fewer padded tokens.
 //! - The queue accepts any batch size (the reference asserts
 //!   `queue_size % batch == 0`).
 //! - Without dropout, one process differentiates MLM on a second thread
