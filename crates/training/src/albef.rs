@@ -811,7 +811,9 @@ fn text_groups(text: &EncodedBatch, masked: &MaskedTokens, count: usize) -> Vec<
     let count = count.clamp(1, b.max(1));
     let masked_text = EncodedBatch {
         ids: masked.input_ids.clone(),
-        ..text.clone()
+        attention_mask: text.attention_mask.clone(),
+        batch: text.batch,
+        len: text.len,
     };
     (0..count)
         .map(|g| {
