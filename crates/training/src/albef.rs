@@ -809,12 +809,6 @@ struct TextGroup {
 fn text_groups(text: &EncodedBatch, masked: &MaskedTokens, count: usize) -> Vec<TextGroup> {
     let b = text.batch;
     let count = count.clamp(1, b.max(1));
-    let masked_text = EncodedBatch {
-        ids: masked.input_ids.clone(),
-        attention_mask: text.attention_mask.clone(),
-        batch: text.batch,
-        len: text.len,
-    };
     (0..count)
         .map(|g| {
             let rows = g * b / count..(g + 1) * b / count;
@@ -828,11 +822,16 @@ fn text_groups(text: &EncodedBatch, masked: &MaskedTokens, count: usize) -> Vec<
                 .filter(|(row, _)| rows.contains(row))
                 .map(|(row, col)| (row - rows.start) * group.len + col)
                 .collect();
+            // The masked ids cut to the group's width, row by row.
+            let masked_ids = rows
+                .clone()
+                .flat_map(|row| {
+                    let start = row * text.len;
+                    masked.input_ids[start..start + group.len].iter().copied()
+                })
+                .collect::<Vec<i64>>();
             TextGroup {
-                masked_ids: TensorData::new(
-                    masked_text.rows(rows.clone()).ids,
-                    [rows.len(), group.len],
-                ),
+                masked_ids: TensorData::new(masked_ids, [rows.len(), group.len]),
                 masked_positions,
                 text: group,
                 rows,
