@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use burn::tensor::Device;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
 use vl_data::manifest::read_captioned_images;
 use vl_data::world::{WorldConfig, write_world};
 use vl_data::{BadEntries, Framing, Loader, LoaderConfig, RetrievalSet, TextTokenizer};
@@ -153,7 +154,7 @@ fn pretraining_lowers_the_loss_and_retrieves_held_out_images() {
         k_test: 1,
         batch_size: 128,
     };
-    let model = burn::module::Module::valid(state.model());
+    let model = state.model().valid();
     let metrics = evaluate_retrieval(&model, &set, &tokenizer, &eval, &device, |_, _| {})
         .unwrap()
         .report(&set)
@@ -244,5 +245,26 @@ fn a_resumed_run_repeats_the_uninterrupted_losses() {
         assert_eq!(a.len(), steps);
         assert_eq!(a, b, "{key} differs after resuming");
     }
+    // The weight average that retrieval evaluates resumes too.
+    let average = |s: &AlbefPretraining| weights(&s.evaluated());
+    assert!(config.model_ema_decay.is_some());
+    assert!(
+        average(&state) == average(&resumed),
+        "the weight average differs after resuming"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every float parameter of `model`, in traversal order.
+fn weights(model: &Albef) -> Vec<f32> {
+    struct Gather(Vec<f32>);
+    impl ModuleVisitor for Gather {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0
+                .extend(param.val().into_data().try_to_vec::<f32>().expect("f32"));
+        }
+    }
+    let mut gather = Gather(Vec::new());
+    model.visit(&mut gather);
+    gather.0
 }

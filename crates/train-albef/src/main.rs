@@ -401,7 +401,7 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     let reached_end = state.position.step >= config.schedular.epochs * loader.steps_per_epoch();
     if let (Some(test), false, true) = (&config.test_file, args.no_eval, reached_end) {
         let metrics = evaluate(
-            state.model(),
+            &state.evaluated(),
             &config,
             test,
             &tokenizer,
@@ -586,9 +586,14 @@ fn eval_command(args: EvalArgs) -> anyhow::Result<ExitCode> {
         let checkpoint = Checkpoint::read(&args.checkpoint)?;
         let config: PretrainConfig = serde_json::from_value(checkpoint.state["config"].clone())
             .context("the checkpoint carries no pretraining config")?;
+        // The weights a run evaluates: its weight average when it kept one.
+        let section = match config.model_ema_decay {
+            Some(_) => vl_training::albef::MODEL_EMA,
+            None => "model",
+        };
         let model = vl_training::checkpoint::load_module_bytes(
             config.model.init(true, &device),
-            checkpoint.section("model")?,
+            checkpoint.section(section)?,
         )?;
         (model, config)
     } else {

@@ -111,6 +111,14 @@ pub struct PretrainConfig {
     /// more, smaller calls. Not a reference key; 1 (the default) pads the
     /// whole batch together, as the reference does.
     pub text_length_groups: usize,
+    /// Decay of a slow exponential moving average of the online weights
+    /// that retrieval is evaluated with (DeiT's `--model-ema`), apart from
+    /// the momentum model, which serves distillation. Its effective decay
+    /// starts low and rises with the step (`min(d, (1+t)/(10+t))`, as
+    /// TensorFlow's `ExponentialMovingAverage` with `num_updates`), so that
+    /// the first weights leave it quickly. Not a reference key; absent (the
+    /// online weights are evaluated, as the reference does) by default.
+    pub model_ema_decay: Option<f64>,
     /// AdamW.
     pub optimizer: OptimizerConfig,
     /// Learning-rate schedule (the reference's spelling).
@@ -145,6 +153,7 @@ impl Default for PretrainConfig {
             workers: 1,
             similar_fraction: 0.0,
             text_length_groups: 1,
+            model_ema_decay: None,
             optimizer: OptimizerConfig::default(),
             schedular: ScheduleConfig::default(),
             augment: vl_data::transforms::AugmentConfig::default(),
@@ -215,6 +224,7 @@ impl PretrainConfig {
             },
             vision_warmup: Some(VisionWarmupConfig::default()),
             text_length_groups: 4,
+            model_ema_decay: Some(0.997),
             ..Self::default()
         }
     }
@@ -331,6 +341,9 @@ pub struct AlbefPretraining {
     /// How a step uses the cores ([`StepThreads::for_config`]).
     threads: StepThreads,
     device: Device,
+    /// The slow average of the online weights
+    /// ([`PretrainConfig::model_ema_decay`]; plain device).
+    model_ema: Option<Albef>,
 }
 
 /// Parameters of the reference that are 0-dim scalars (decayed there).
@@ -349,6 +362,7 @@ impl AlbefPretraining {
         assert!(model.has_mlm_head(), "pretraining needs the MLM head");
         device.seed(seed);
         let momentum = fresh_copy(&model);
+        let model_ema = config.model_ema_decay.map(|_| fresh_copy(&model));
         let queue = FeatureQueue::new(
             config.model.embed_dim,
             config.queue_size,
@@ -370,6 +384,7 @@ impl AlbefPretraining {
             seed,
             masking,
             device: device.clone(),
+            model_ema,
         }
     }
 
@@ -393,6 +408,16 @@ impl AlbefPretraining {
             .expect("the momentum model is only taken during a step")
     }
 
+    /// The weights to evaluate: the slow average of the online weights
+    /// when the run keeps one ([`PretrainConfig::model_ema_decay`]), else
+    /// the online model (plain device).
+    pub fn evaluated(&self) -> Albef {
+        match &self.model_ema {
+            Some(average) => average.clone(),
+            None => self.model().valid(),
+        }
+    }
+
     /// One training step on `batch`; `steps_per_epoch` drives the warm-up
     /// and the α ramp. Stops with [`TrainError::NonFinite`] on a NaN or
     /// infinite loss, naming the step (the models are then left as they
@@ -408,7 +433,14 @@ impl AlbefPretraining {
         let momentum = ema_update(previous.clone(), &model, self.config.momentum);
         match self.forward_backward(&model, &momentum, batch, steps_per_epoch) {
             Ok((report, grads)) => {
-                self.model = Some(self.optimizer.step(report.lr, model, grads));
+                let model = self.optimizer.step(report.lr, model, grads);
+                if let (Some(decay), Some(average)) =
+                    (self.config.model_ema_decay, self.model_ema.take())
+                {
+                    let decay = model_ema_decay_at(decay, self.position.step);
+                    self.model_ema = Some(ema_update(average, &model, decay));
+                }
+                self.model = Some(model);
                 self.momentum = Some(momentum);
                 self.position.advance(steps_per_epoch);
                 Ok(report)
@@ -557,6 +589,9 @@ impl AlbefPretraining {
                 .to_vec(),
         );
         checkpoint.push("queue", queue_bytes(&self.queue));
+        if let Some(average) = &self.model_ema {
+            checkpoint.push(MODEL_EMA, module_bytes(average)?);
+        }
         Ok(checkpoint)
     }
 
@@ -602,6 +637,13 @@ impl AlbefPretraining {
             ptr,
             device,
         )?;
+        let model_ema = match config.model_ema_decay {
+            Some(_) => Some(load_module_bytes(
+                config.model.init(true, device),
+                checkpoint.section(MODEL_EMA)?,
+            )?),
+            None => None,
+        };
         let masking = masking(&config, special);
         Ok(Self {
             threads: StepThreads::for_config(&config),
@@ -614,8 +656,19 @@ impl AlbefPretraining {
             seed,
             masking,
             device: device.clone(),
+            model_ema,
         })
     }
+}
+
+/// The checkpoint section of [`AlbefPretraining`]'s weight average.
+pub const MODEL_EMA: &str = "model_ema";
+
+/// The decay of the weight average's update after `step` steps:
+/// `min(decay, (1+step)/(10+step))`.
+pub fn model_ema_decay_at(decay: f64, step: usize) -> f64 {
+    let t = step as f64;
+    decay.min((1.0 + t) / (10.0 + t))
 }
 
 /// What every worker of a step reads.
@@ -1412,6 +1465,15 @@ mod tests {
             changed(vit(&before), vit(&after)),
             "image encoder did not move"
         );
+        // The weight average's first update keeps a tenth of the old weights.
+        assert_eq!(model_ema_decay_at(0.997, 0), 0.1);
+        assert_eq!(model_ema_decay_at(0.997, 100_000), 0.997);
+        let average = state.evaluated();
+        for get in [itm as fn(&Albef) -> Tensor<2>, vit, words] {
+            let expected = get(&before) * 0.1 + get(&after) * 0.9;
+            let error = (get(&average) - expected).abs().max().into_scalar::<f32>();
+            assert!(error < 1e-6, "weight average off by {error}");
+        }
         // ITM stays near ln 2 for ~150 steps before it separates the pairs, and
         // single steps spike: judge the mean of the last 50 of 400 steps.
         let (mut itm_tail, mut mlm_tail) = (0.0, 0.0);

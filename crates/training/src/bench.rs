@@ -181,6 +181,8 @@ impl Preset {
                     // padding to save, and PyTorch's side pads one batch.
                     albef: PretrainConfig {
                         text_length_groups: 1,
+                        // PyTorch's step keeps no weight average.
+                        model_ema_decay: None,
                         ..PretrainConfig::tiny(256)
                     },
                     altclip,
