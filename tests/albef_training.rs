@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
+use burn::module::Module;
+use burn::tensor::Device;
 use vl_data::manifest::read_captioned_images;
 use vl_data::world::{WorldConfig, write_world};
 use vl_data::{BadEntries, Framing, Loader, LoaderConfig, RetrievalSet, TextTokenizer};
@@ -257,14 +257,8 @@ fn a_resumed_run_repeats_the_uninterrupted_losses() {
 
 /// Every float parameter of `model`, in traversal order.
 fn weights(model: &Albef) -> Vec<f32> {
-    struct Gather(Vec<f32>);
-    impl ModuleVisitor for Gather {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0
-                .extend(param.val().into_data().try_to_vec::<f32>().expect("f32"));
-        }
-    }
-    let mut gather = Gather(Vec::new());
-    model.visit(&mut gather);
-    gather.0
+    vl_objectives::flat_parameters(model)
+        .into_iter()
+        .flat_map(|p| p.into_data().try_to_vec::<f32>().expect("f32"))
+        .collect()
 }

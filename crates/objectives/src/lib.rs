@@ -28,4 +28,4 @@ pub use distill::mse_loss;
 pub use entropy::{cross_entropy, soft_cross_entropy};
 pub use itm::{HardNegatives, itm_loss, sample_hard_negatives};
 pub use mlm::{MaskedTokens, MaskingConfig, mask_tokens, mlm_loss};
-pub use momentum::{alpha_at, ema_update, fresh_copy};
+pub use momentum::{alpha_at, ema_update, flat_parameters, fresh_copy};

@@ -25,10 +25,8 @@ impl ModuleMapper for FreshIds {
 /// the same module type with the same shapes (the traversal order of a type
 /// is fixed).
 pub fn ema_update<M: Module>(momentum: M, online: &M, m: f64) -> M {
-    let mut source = Gather(Vec::new());
-    online.visit(&mut source);
     let mut update = Ema {
-        source: source.0.into_iter(),
+        source: flat_parameters(online).into_iter(),
         m,
     };
     let updated = momentum.map(&mut update);
@@ -37,6 +35,14 @@ pub fn ema_update<M: Module>(momentum: M, online: &M, m: f64) -> M {
         "online and momentum models differ in parameters"
     );
     updated
+}
+
+/// Every float parameter of `module`, flattened, outside autodiff, in the
+/// type's fixed traversal order.
+pub fn flat_parameters<M: Module>(module: &M) -> Vec<Tensor<1>> {
+    let mut gather = Gather(Vec::new());
+    module.visit(&mut gather);
+    gather.0
 }
 
 struct Gather(Vec<Tensor<1>>);
