@@ -39,6 +39,9 @@ fn setup(dir: &Path, images: usize) -> (PretrainConfig, Loader, TextTokenizer) {
     };
     write_world(&world, dir).unwrap();
     let mut config = PretrainConfig::tiny(0);
+    // These tests' step budgets were sized for one worker on batch 32
+    // (the two-worker step has its own unit test).
+    (config.batch_size, config.queue_size, config.workers) = (32, 32, 1);
     config.train_file = vec![dir.join("pretrain_en.json")];
     config.test_file = Some(dir.join("retrieval_test_en.json"));
     let (items, _) = read_captioned_images(

@@ -181,8 +181,11 @@ impl Preset {
                     // padding to save, and PyTorch's side pads one batch.
                     albef: PretrainConfig {
                         text_length_groups: 1,
-                        // PyTorch's step keeps no weight average.
+                        // PyTorch's step keeps no weight average and runs
+                        // as one process; the queue as one bench batch.
                         model_ema_decay: None,
+                        workers: 1,
+                        queue_size: 32,
                         ..PretrainConfig::tiny(256)
                     },
                     altclip,
