@@ -172,7 +172,7 @@ impl PretrainConfig {
     /// - batch 64 split over two data-parallel workers (`workers`), as two
     ///   of the reference's processes split theirs: ITC and ITM negatives
     ///   come from each worker's 32 samples, and each worker's one-thread
-    ///   step fills a core, 1.2× the samples per second of one worker on
+    ///   step fills a core, 1.1× the samples per second of one worker on
     ///   batch 32 (docs/results.md, "Two workers of 32");
     /// - momentum 0.5 and a one-batch queue: ITC aligns each tower with the
     ///   other's momentum copy, which at 0.995 stays at its random start for
