@@ -44,7 +44,7 @@ use vl_objectives::{
 
 use crate::TrainError;
 use crate::checkpoint::{Checkpoint, load_module_bytes, module_bytes};
-use crate::data_parallel::weighted_gradient_sum;
+use crate::data_parallel::{run_workers, weighted_gradient_sum};
 use crate::optimizer::{OptimizerConfig, adamw};
 use crate::runner::{Position, StepReport, Trainee};
 use crate::schedule::ScheduleConfig;
@@ -506,28 +506,12 @@ impl AlbefPretraining {
             // Each worker differentiates its own copy of the parameters (same
             // ids, separate autodiff leaves), so the graphs stay apart.
             let replicas: Vec<Albef> = (1..workers).map(|_| model.valid().train()).collect();
-            let context = &context;
-            std::thread::scope(|scope| {
-                let others: Vec<_> = shards[1..]
-                    .iter()
-                    .zip(&replicas)
-                    .enumerate()
-                    .map(|(i, (shard, replica))| {
-                        let seed = mix(step_seed, i as u64 + 1);
-                        scope.spawn(move || {
-                            shard_forward_backward(replica, momentum, shard, context, seed)
-                        })
-                    })
-                    .collect();
-                let mut outputs = vec![shard_forward_backward(
-                    model, momentum, &shards[0], context, step_seed,
-                )];
-                outputs.extend(
-                    others
-                        .into_iter()
-                        .map(|h| h.join().expect("a data-parallel worker panicked")),
-                );
-                outputs
+            run_workers(workers, |i| {
+                let (copy, seed) = match i {
+                    0 => (model, step_seed),
+                    _ => (&replicas[i - 1], mix(step_seed, i as u64)),
+                };
+                shard_forward_backward(copy, momentum, &shards[i], &context, seed)
             })
         };
 

@@ -8,6 +8,36 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
+/// `job(0)`, …, `job(workers − 1)`, each worker on a thread of rayon's
+/// pool, the results in worker order.
+///
+/// The workers are rayon tasks, not threads of their own, because
+/// burn-flex splits its larger kernels (matrix products of ≥ 192³
+/// multiply-adds, such as the tiny ViT's MLP) over rayon: called from a
+/// thread outside the pool, such a kernel blocks its caller while the
+/// pool's threads run the pieces, so two workers and two pool threads
+/// took turns on two cores (the warm-up ran at 1.45 cores, its matrix
+/// products all on the pool's threads). Inside the pool a worker runs its
+/// own pieces and, when idle, steals the other worker's. One worker per
+/// pool thread (`rayon::broadcast`), so that neither waits behind the
+/// other; more workers than threads take turns.
+pub fn run_workers<T: Send>(workers: usize, job: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    if workers <= 1 {
+        return (0..workers).map(&job).collect();
+    }
+    let mut done: Vec<(usize, T)> = rayon::broadcast(|context| {
+        (context.index()..workers)
+            .step_by(context.num_threads())
+            .map(|i| (i, job(i)))
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, result)| result).collect()
+}
+
 /// `Σ wᵢ·gᵢ` over the workers' gradients of `module`'s parameters. A
 /// parameter without a gradient in some parts takes the sum of the others;
 /// a single part of weight 1 is returned unchanged.
@@ -49,6 +79,21 @@ mod tests {
     use super::*;
     use burn::nn::{Linear, LinearConfig};
     use burn::tensor::{Device, Distribution, Tolerance};
+
+    #[test]
+    fn workers_return_their_results_in_worker_order() {
+        // More workers than pool threads take turns; each runs once.
+        let threads = rayon::current_num_threads();
+        for workers in [1, 2, threads + 3] {
+            let runs = std::sync::atomic::AtomicUsize::new(0);
+            let out = run_workers(workers, |i| {
+                runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                i * 10
+            });
+            assert_eq!(out, (0..workers).map(|i| i * 10).collect::<Vec<_>>());
+            assert_eq!(runs.into_inner(), workers);
+        }
+    }
 
     #[test]
     fn the_weighted_sum_of_shard_gradients_is_the_full_batch_gradient() {

@@ -37,7 +37,7 @@ use vl_models::Vit;
 use vl_models::blocks::first_token;
 
 use crate::TrainError;
-use crate::data_parallel::weighted_gradient_sum;
+use crate::data_parallel::{run_workers, weighted_gradient_sum};
 use crate::optimizer::{OptimizerConfig, adamw};
 use crate::progress;
 use crate::runner::StepReport;
@@ -363,23 +363,9 @@ pub fn warm_up_vision(
             let replicas: Vec<Tagger> = (1..shard_rows.len())
                 .map(|_| model.valid().train())
                 .collect();
-            let parts = std::thread::scope(|scope| {
-                let others: Vec<_> = replicas
-                    .iter()
-                    .zip(&shard_rows[1..])
-                    .enumerate()
-                    .map(|(k, (replica, rows))| {
-                        let shard = &shard;
-                        scope.spawn(move || shard(replica, (k + 1) * per_worker, rows))
-                    })
-                    .collect();
-                let mut parts = vec![shard(&model, 0, shard_rows[0])];
-                parts.extend(
-                    others
-                        .into_iter()
-                        .map(|h| h.join().expect("a warm-up worker panicked")),
-                );
-                parts
+            let parts = run_workers(shard_rows.len(), |k| {
+                let copy = if k == 0 { &model } else { &replicas[k - 1] };
+                shard(copy, k * per_worker, shard_rows[k])
             });
             let value = parts
                 .iter()
