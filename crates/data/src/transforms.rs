@@ -191,6 +191,24 @@ fn coefficients(in_size: u32, out_size: u32, offset: f64, span: f64) -> Vec<(usi
 /// vertical, each rounded to 8 bits.
 pub fn resize_box_bicubic(
     image: &RgbImage,
+    box_: (f64, f64, f64, f64),
+    out_w: u32,
+    out_h: u32,
+) -> RgbImage {
+    let (in_w, in_h) = image.dimensions();
+    // The whole image at its own size: every weight is 1 on its own pixel
+    // and 0 elsewhere, so resampling would copy it (unit test
+    // `resampling_the_whole_image_at_its_size_copies_it`). The synthetic
+    // world's crop (scale 1) lands here on every training image.
+    if box_ == (0.0, 0.0, in_w as f64, in_h as f64) && (out_w, out_h) == (in_w, in_h) {
+        return image.clone();
+    }
+    resample_bicubic(image, box_, out_w, out_h)
+}
+
+/// [`resize_box_bicubic`] without its shortcut.
+fn resample_bicubic(
+    image: &RgbImage,
     (x0, y0, w, h): (f64, f64, f64, f64),
     out_w: u32,
     out_h: u32,
@@ -241,9 +259,6 @@ pub fn resize_box_bicubic(
 /// PIL-style bicubic resize of the whole image.
 pub fn resize_bicubic(image: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
     let (w, h) = image.dimensions();
-    if (w, h) == (out_w, out_h) {
-        return image.clone();
-    }
     resize_box_bicubic(image, (0.0, 0.0, w as f64, h as f64), out_w, out_h)
 }
 
@@ -635,6 +650,20 @@ mod tests {
             "{:?}",
             grey.get_pixel(3, 3)
         );
+    }
+
+    #[test]
+    fn resampling_the_whole_image_at_its_size_copies_it() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let image = RgbImage::from_fn(32, 24, |_, _| Rgb(rng.random::<[u8; 3]>()));
+        let copy = resample_bicubic(&image, (0.0, 0.0, 32.0, 24.0), 32, 24);
+        assert!(
+            copy == image,
+            "bicubic weights at integer offsets are not 1, 0, 0"
+        );
+        // A box one pixel in from the edge is a real resample.
+        let shifted = resample_bicubic(&image, (1.0, 0.0, 32.0, 24.0), 32, 24);
+        assert!(shifted != image);
     }
 
     #[test]
