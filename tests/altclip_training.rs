@@ -17,8 +17,10 @@ use vl_data::world::{
 };
 use vl_data::{BadEntries, Framing, Loader, LoaderConfig, TextTokenizer};
 use vl_training::altclip::{
-    AltClipRecipe, Distillation, DualEncoder, ParallelBatches, TeacherTraining, class_embeddings,
-    embed_images, held_out_mse, teacher_targets, zero_shot_accuracy,
+    AltClipRecipe, Distillation, ParallelBatches, TeacherTraining, held_out_mse, teacher_targets,
+};
+use vl_training::eval::dual_encoder::{
+    DualEncoder, class_embeddings, embed_images, zero_shot_accuracy,
 };
 use vl_training::runner::{RunPaths, StopAt, train};
 
@@ -133,7 +135,8 @@ fn teacher_learning_transfers_zero_shot_classification_to_chinese() {
             bad: BadEntries::Fail,
             similar_fraction: 0.0,
         },
-    );
+    )
+    .unwrap();
     device.seed(1);
     let mut teacher =
         TeacherTraining::new(recipe.clone(), recipe.teacher.init(&device), 1, &device);

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::presets::{Measurement, Preset, Step, measure, peak_rss_mib, torch_spec};
 use anyhow::{Context, bail};
 use serde::Serialize;
-use vl_training::bench::{Measurement, Preset, Step, measure, peak_rss_mib, torch_spec};
 
 /// What to run.
 pub struct BenchArgs {

@@ -9,7 +9,7 @@
 //!   our steps beside PyTorch's (see `docs/benchmarks.md`).
 //! - `retrieval-misses --run DIR [--world W] [--itc]`: a retrieval
 //!   evaluation's misses on a synthetic world, by what the retrieved image
-//!   got wrong (see `docs/results.md`).
+//!   got wrong.
 //! - `ci`: everything CI runs (`.ci/run` calls it).
 
 use std::path::PathBuf;
@@ -22,6 +22,7 @@ mod ci;
 mod fixtures;
 mod material;
 mod misses;
+mod presets;
 
 #[derive(Parser)]
 #[command(about = "Project automation for the ALBEF/AltCLIP workspace")]
@@ -58,11 +59,11 @@ enum Command {
     Bench {
         /// Presets (tiny, small, base).
         #[arg(long, value_delimiter = ',', default_value = "tiny,small")]
-        presets: Vec<vl_training::bench::Preset>,
+        presets: Vec<presets::Preset>,
         /// Steps (albef_pretrain, altclip_stage1, image_embed, text_embed,
         /// itm_rerank; default all).
         #[arg(long, value_delimiter = ',')]
-        steps: Option<Vec<vl_training::bench::Step>>,
+        steps: Option<Vec<presets::Step>>,
         /// Untimed calls first.
         #[arg(long, default_value_t = 3)]
         warmup: usize,
@@ -102,9 +103,9 @@ enum Command {
     #[command(hide = true)]
     BenchOne {
         #[arg(long)]
-        step: vl_training::bench::Step,
+        step: presets::Step,
         #[arg(long)]
-        preset: vl_training::bench::Preset,
+        preset: presets::Preset,
         #[arg(long)]
         batch: Option<usize>,
         #[arg(long)]
@@ -207,7 +208,7 @@ fn run() -> anyhow::Result<ExitCode> {
         } => {
             bench::bench(bench::BenchArgs {
                 presets,
-                steps: steps.unwrap_or_else(|| vl_training::bench::Step::ALL.to_vec()),
+                steps: steps.unwrap_or_else(|| presets::Step::ALL.to_vec()),
                 warmup,
                 iters,
                 backend,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use vl_data::world::{Difference, MAX_OBJECTS, Scene, Shape, Size, difference, read_world};
-use vl_training::retrieval::Rankings;
+use vl_training::eval::retrieval::Rankings;
 
 /// Misses of one direction: counts per (difference, object count).
 #[derive(Default)]

@@ -41,6 +41,16 @@ pub enum DataError {
         /// The decoder's message.
         message: String,
     },
+    /// A data set too small for one batch.
+    #[error("{samples} usable samples{} cannot fill a batch of {batch_size}", .source_file.as_ref().map(|f| format!(" in {}", f.display())).unwrap_or_default())]
+    TooFewSamples {
+        /// Usable samples.
+        samples: usize,
+        /// The batch size.
+        batch_size: usize,
+        /// The (first) manifest they come from.
+        source_file: Option<std::path::PathBuf>,
+    },
     /// A tokenizer file could not be loaded or used.
     #[error("tokenizer {path}: {message}")]
     Tokenizer {

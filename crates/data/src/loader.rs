@@ -28,14 +28,20 @@ use crate::transforms::{
     AugmentConfig, eval_transform, mirror_caption, to_normalized_chw, train_transform_flip,
 };
 
-/// Decodes an image file to 8-bit RGB.
+/// Decodes an image file to 8-bit RGB. The format is read from the file's
+/// first bytes, not its name: NLVR2, for one, ships JPEGs named `.png`.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, DataError> {
-    image::open(path)
+    let error = |message: String| DataError::Image {
+        path: path.to_owned(),
+        message,
+    };
+    image::ImageReader::open(path)
+        .map_err(|e| error(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| error(e.to_string()))?
+        .decode()
         .map(|i| i.to_rgb8())
-        .map_err(|e| DataError::Image {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        .map_err(|e| error(e.to_string()))
 }
 
 /// A training batch.
@@ -153,33 +159,31 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// A loader over `items`.
-    ///
-    /// # Panics
-    /// If there are fewer items than one batch.
+    /// A loader over `items`; an error if they cannot fill one batch.
     pub fn new(
         items: Vec<CaptionedImage>,
         tokenizer: Arc<TextTokenizer>,
         config: LoaderConfig,
-    ) -> Self {
-        assert!(
-            items.len() >= config.batch_size && config.batch_size > 0,
-            "{} samples cannot fill a batch of {}",
-            items.len(),
-            config.batch_size
-        );
+    ) -> Result<Self, DataError> {
+        if items.len() < config.batch_size || config.batch_size == 0 {
+            return Err(DataError::TooFewSamples {
+                samples: items.len(),
+                batch_size: config.batch_size,
+                source_file: items.first().map(|i| i.location.file.clone()),
+            });
+        }
         let words = if config.similar_fraction > 0.0 {
             word_sets(&items)
         } else {
             Vec::new()
         };
-        Self {
+        Ok(Self {
             items: Arc::new(items),
             words: Arc::new(words),
             tokenizer,
             config,
             skipped: Arc::default(),
-        }
+        })
     }
 
     /// Full batches per epoch.
@@ -537,6 +541,20 @@ mod tests {
     }
 
     #[test]
+    fn an_image_is_decoded_by_its_content_not_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = RgbImage::from_fn(4, 4, |x, _| image::Rgb([60 * x as u8, 0, 200]));
+        let jpeg = dir.path().join("really_a.jpg");
+        image.save(&jpeg).unwrap();
+        let misnamed = dir.path().join("named.png");
+        std::fs::rename(&jpeg, &misnamed).unwrap();
+        assert_eq!(load_rgb(&misnamed).unwrap().dimensions(), (4, 4));
+        std::fs::write(&misnamed, b"not an image").unwrap();
+        let err = load_rgb(&misnamed).unwrap_err().to_string();
+        assert!(err.contains("named.png"), "{err}");
+    }
+
+    #[test]
     fn a_flipped_image_gets_the_mirrored_caption() {
         // A 4×4 image, red on the left half, blue on the right.
         let dir = std::env::temp_dir().join(format!("vl-mirror-{}", std::process::id()));
@@ -581,7 +599,8 @@ mod tests {
                 bad: BadEntries::Fail,
                 similar_fraction: 0.0,
             },
-        );
+        )
+        .unwrap();
         let batch = loader.epoch(0, 0).next().unwrap().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let plane = 16;

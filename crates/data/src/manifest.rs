@@ -46,6 +46,11 @@ impl Skipped {
     pub fn push(&mut self, location: &Location, reason: impl fmt::Display) {
         self.entries.push(format!("{location}: {reason}"));
     }
+
+    /// Adds `other`'s entries after these.
+    pub fn extend(&mut self, other: Skipped) {
+        self.entries.extend(other.entries);
+    }
 }
 
 /// Where an entry comes from.

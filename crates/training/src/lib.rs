@@ -1,46 +1,108 @@
-//! Training support shared by the ALBEF and AltCLIP programs: AdamW with
-//! the reference's parameter groups, the reference learning-rate schedule,
-//! atomic checkpoints that resume exactly, JSON-lines metrics, loss-curve
-//! plots and progress bars; and the ALBEF routines built on them
-//! ([`albef`] pretraining, [`retrieval`] evaluation).
+//! Training for ALBEF and AltCLIP, one folder per job:
+//!
+//! - [`runner`]: the loop every job shares (a [`runner::Trainee`] stepped
+//!   over [`runner::Batches`]), checkpoints with a typed header, AdamW with
+//!   the reference's parameter groups, the reference learning-rate
+//!   schedule, data-parallel workers, seeds, metrics, plots and progress;
+//! - [`albef`]: ALBEF pretraining (config, step, threading, momentum
+//!   state), the vision warm-up that stands in for DeiT, and the
+//!   backend-swap experiment;
+//! - [`altclip`]: AltCLIP's recipe, teacher training, stage 1 (teacher
+//!   learning) and stage 2 (contrastive tuning);
+//! - [`eval`]: ALBEF retrieval (ITC top-k, ITM re-ranking) and
+//!   dual-encoder retrieval and zero-shot classification;
+//! - [`config`]: strict reading of every job's YAML config.
 
 pub mod albef;
 pub mod altclip;
-pub mod bench;
-pub mod checkpoint;
-pub mod data_parallel;
-pub mod metrics;
-pub mod optimizer;
-pub mod progress;
-pub mod retrieval;
+pub mod config;
+pub mod eval;
 pub mod runner;
-pub mod schedule;
-pub mod vision_warmup;
 
 use std::path::PathBuf;
+
+use runner::checkpoint::JobKind;
 
 /// Errors of training.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// A file could not be read or written.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        message: String,
+        #[source]
+        source: std::io::Error,
     },
-    /// A config file is invalid.
-    #[error("config {path}: {message}")]
-    Config {
+    /// A YAML config does not parse.
+    #[error("{path}: {source}")]
+    Yaml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: serde_norway::Error,
+    },
+    /// A JSON file (or a config's values) does not parse.
+    #[error("{path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A config file has a key its job does not know.
+    #[error("{path}: {key}")]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The key, and the closest known one.
+        key: config::UnknownKey,
+    },
+    /// Values of a config that cannot be right.
+    #[error("invalid config: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidConfig(Vec<config::InvalidValue>),
+    /// A file is not a checkpoint of this project, or is damaged.
+    #[error("{path}: {reason}")]
+    BadCheckpoint {
         /// The file.
         path: PathBuf,
         /// What is wrong.
+        reason: String,
+    },
+    /// A checkpoint of another job.
+    #[error("a checkpoint of {found} where one of {expected} is needed")]
+    WrongJob {
+        /// The job that can use it.
+        expected: JobKind,
+        /// The job that wrote it.
+        found: JobKind,
+    },
+    /// A checkpoint lacks a section its job writes.
+    #[error("the checkpoint has no `{0}` section")]
+    MissingSection(String),
+    /// Saved weights do not fit the model their config describes.
+    #[error("section `{section}` does not match the model: {report}")]
+    ModuleMismatch {
+        /// The section.
+        section: String,
+        /// burn's account of the missing, unused and mis-shaped tensors.
+        report: String,
+    },
+    /// burn could not serialise or restore a module or optimizer state.
+    #[error(transparent)]
+    Record(#[from] burn::store::RecordError),
+    /// The loss plot could not be drawn.
+    #[error("plot {path}: {message}")]
+    Plot {
+        /// The PNG.
+        path: PathBuf,
+        /// The plotting library's message (its error type is generic over
+        /// the backend and carries no source).
         message: String,
     },
-    /// A checkpoint cannot be used.
-    #[error("checkpoint: {0}")]
-    Checkpoint(String),
     /// A loss became NaN or infinite.
     #[error("step {step}: non-finite loss ({losses}); stopping")]
     NonFinite {
@@ -52,6 +114,13 @@ pub enum TrainError {
     /// Data could not be loaded.
     #[error(transparent)]
     Data(#[from] vl_data::DataError),
+    /// Input that cannot be used, found by a check of this crate (no
+    /// underlying error).
+    #[error("{0}")]
+    BadInput(String),
+    /// Weights could not be imported.
+    #[error(transparent)]
+    Import(#[from] vl_models::import::ImportError),
 }
 
 /// Held by the tests that seed the device's generator, which every thread

@@ -26,6 +26,29 @@ use serde::{Deserialize, Serialize};
 pub use captions::{Language, caption, class_prompts, corrupt_caption};
 pub use differences::{Difference, difference};
 
+/// The names of a world's annotation files, in one place (the formats are
+/// those of the reference, see [`tasks`]).
+pub mod files {
+    use super::Language;
+
+    /// `pretrain_{lang}.json`: `[{"image", "caption": [..]}]`, training split.
+    pub fn pretrain(language: Language) -> String {
+        format!("pretrain_{}.json", language.code())
+    }
+
+    /// `retrieval_{split}_{lang}.json`: `[{"image", "caption": [..]}]` for
+    /// `val` and `test`, `[{"image", "caption", "image_id"}]` for `train`.
+    pub fn retrieval(split: &str, language: Language) -> String {
+        format!("retrieval_{split}_{}.json", language.code())
+    }
+
+    /// `parallel_en_{lang}.tsv`: English and `language` captions of the
+    /// training images, a pair per line.
+    pub fn parallel(language: Language) -> String {
+        format!("parallel_en_{}.tsv", language.code())
+    }
+}
+
 use crate::DataError;
 
 /// The object shapes.
@@ -187,7 +210,7 @@ pub struct WorldConfig {
     /// Fraction of training scenes drawn as a *minimal pair* of the scene
     /// before them: the same objects, places and background with one
     /// object's shape changed, so that some negatives differ only in shape
-    /// (see docs/results.md). Validation and test scenes are never paired.
+    /// (tried with `similar_fraction` on an early preset: retrieval fell). Validation and test scenes are never paired.
     #[serde(default)]
     pub minimal_pairs: f64,
     /// Caption languages (English first).

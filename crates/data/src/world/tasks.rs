@@ -81,7 +81,6 @@ fn caption_files(
     scenes: &[Scene],
     language: Language,
 ) -> Vec<(String, Contents)> {
-    let code = language.code();
     let mut pretrain = Vec::new();
     let mut retrieval_train = Vec::new();
     let mut retrieval_eval = [Vec::new(), Vec::new()];
@@ -118,16 +117,19 @@ fn caption_files(
     }
     let [val, test] = retrieval_eval;
     let mut files = vec![
-        (format!("pretrain_{code}.json"), json!(pretrain).into()),
+        (super::files::pretrain(language), json!(pretrain).into()),
         (
-            format!("retrieval_train_{code}.json"),
+            super::files::retrieval("train", language),
             json!(retrieval_train).into(),
         ),
-        (format!("retrieval_val_{code}.json"), json!(val).into()),
-        (format!("retrieval_test_{code}.json"), json!(test).into()),
+        (super::files::retrieval("val", language), json!(val).into()),
+        (
+            super::files::retrieval("test", language),
+            json!(test).into(),
+        ),
     ];
     if language != Language::En {
-        files.push((format!("parallel_en_{code}.tsv"), Contents::Text(parallel)));
+        files.push((super::files::parallel(language), Contents::Text(parallel)));
     }
     files
 }

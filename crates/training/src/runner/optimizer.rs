@@ -29,6 +29,30 @@ impl Default for OptimizerConfig {
     }
 }
 
+impl OptimizerConfig {
+    /// Records the values that cannot be right, under `key`.
+    pub fn check(&self, c: &mut crate::config::Checks, key: &str) {
+        c.require(
+            self.opt.eq_ignore_ascii_case("adamw"),
+            &format!("{key}.opt"),
+            format_args!(
+                "`{}` is not supported (only adamW, as the reference)",
+                self.opt
+            ),
+        );
+        c.require(
+            self.lr.is_finite() && self.lr > 0.0,
+            &format!("{key}.lr"),
+            "must be positive",
+        );
+        c.require(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            &format!("{key}.weight_decay"),
+            "must be 0 or more",
+        );
+    }
+}
+
 /// Collects the parameters that get no weight decay.
 struct NoDecay {
     path: Vec<String>,

@@ -1,5 +1,4 @@
-//! Benchmark presets and timed steps: what `cargo xtask bench` measures
-//! and `train-albef backends` compares across backends.
+//! Benchmark presets and timed steps: what `cargo xtask bench` measures.
 //!
 //! Every step runs on synthetic inputs of fixed shape (random pixels,
 //! random token ids, no padding), seeded, so that our step and the PyTorch
@@ -11,7 +10,6 @@
 
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::nn::LayerNormConfig;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -19,14 +17,14 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
-use vl_data::{EncodedBatch, ImageTextBatch, SpecialTokens};
+use vl_data::EncodedBatch;
 use vl_models::blocks::padding_mask;
 use vl_models::{AlbefConfig, BertConfig, TextInput};
-
-use crate::TrainError;
-use crate::albef::{AlbefPretraining, PretrainConfig};
-use crate::altclip::{AltClipRecipe, DistillBatch, Distillation};
-use crate::runner::Trainee;
+use vl_training::TrainError;
+use vl_training::albef::PretrainConfig;
+use vl_training::albef::backends::{fresh_state, random_batch, tiny_single_process};
+use vl_training::altclip::{AltClipRecipe, DistillBatch, Distillation};
+use vl_training::runner::Trainee;
 
 /// A benchmark size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,8 +79,8 @@ pub enum Step {
     /// ALBEF ITM re-ranking: fusion encoder + ITM head on image–text pairs.
     ItmRerank,
     /// One op, the tiny ViT's MLP activation: exact GELU forward and
-    /// backward on `[32, 17, 256]` (a minimal reproduction, see
-    /// docs/benchmarks.md).
+    /// backward on `[32, 17, 256]` (a minimal reproduction of where burn
+    /// itself is the limit).
     OpGelu,
     /// One op, the tiny attention scores: `[64, 17, 32] × [64, 32, 17]`.
     OpBatchedMatmul,
@@ -160,6 +158,14 @@ pub struct BenchConfig {
 }
 
 impl BenchConfig {
+    /// The ALBEF config with this preset's training batch.
+    pub fn albef_batch(&self) -> PretrainConfig {
+        PretrainConfig {
+            batch_size: self.batch,
+            ..self.albef.clone()
+        }
+    }
+
     /// This config with other batch sizes (training, inference) where given:
     /// the presets' batches fit a 2-core CPU, a GPU wants larger ones.
     pub fn with_batches(mut self, batch: Option<usize>, eval_batch: Option<usize>) -> Self {
@@ -179,15 +185,7 @@ impl Preset {
                 BenchConfig {
                     // Every benchmark caption has `text_len` tokens: no
                     // padding to save, and PyTorch's side pads one batch.
-                    albef: PretrainConfig {
-                        text_length_groups: 1,
-                        // PyTorch's step keeps no weight average and runs
-                        // as one process; the queue as one bench batch.
-                        model_ema_decay: None,
-                        workers: 1,
-                        queue_size: 32,
-                        ..PretrainConfig::tiny(256)
-                    },
+                    albef: tiny_single_process(),
                     altclip,
                     batch: 32,
                     text_len: 32,
@@ -279,44 +277,6 @@ pub struct Measurement {
     pub gflop_per_s: f64,
 }
 
-/// Random ALBEF inputs: pixels in [-2, 2], ids past the special tokens.
-pub fn albef_batch(config: &BenchConfig, seed: u64) -> ImageTextBatch {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let (b, len) = (config.batch, config.text_len);
-    let s = config.albef.model.image_res;
-    let vocab = config.albef.model.bert_config.vocab_size as i64;
-    let ids: Vec<i64> = (0..b * len)
-        .map(|i| {
-            if i % len == 0 {
-                SPECIAL.cls
-            } else {
-                rng.random_range(5..vocab)
-            }
-        })
-        .collect();
-    ImageTextBatch {
-        pixels: (0..b * 3 * s * s)
-            .map(|_| rng.random_range(-2.0..2.0))
-            .collect(),
-        size: s,
-        captions: vec![String::new(); b],
-        text: EncodedBatch {
-            ids,
-            attention_mask: vec![1; b * len],
-            batch: b,
-            len,
-        },
-        image_ids: (0..b).collect(),
-    }
-}
-
-/// Special token ids of the benchmark's vocabularies (BERT layout).
-pub const SPECIAL: SpecialTokens = SpecialTokens {
-    pad: 0,
-    cls: 2,
-    mask: 4,
-};
-
 /// Random stage-1 inputs: XLM-R-style ids and unit-scale targets.
 pub fn distill_batch(config: &BenchConfig, seed: u64) -> DistillBatch {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -368,8 +328,9 @@ pub fn measure(
     };
     let batch = match step {
         Step::AlbefPretrain => {
-            let mut state = albef_state(config, device, 0);
-            let data = albef_batch(config, 1);
+            let albef = config.albef_batch();
+            let mut state = fresh_state(&albef, device, 0);
+            let data = random_batch(&albef, config.text_len, 1);
             timed(&mut || state.step(&data, 1000).map(|_| ()))?;
             config.batch
         }
@@ -443,7 +404,7 @@ pub fn measure(
                 batch: config.eval_batch,
                 ..config.clone()
             };
-            let data = albef_batch(&eval, 1);
+            let data = random_batch(&eval.albef_batch(), eval.text_len, 1);
             let s = data.size;
             let pixels = || {
                 Tensor::<4>::from_data(
@@ -500,17 +461,6 @@ pub fn measure(
 /// Waits for a result (lazy backends would otherwise time nothing).
 fn sync(t: Tensor<2>) {
     let _ = t.into_data();
-}
-
-/// A fresh ALBEF pretraining state of the preset.
-pub fn albef_state(config: &BenchConfig, device: &Device, seed: u64) -> AlbefPretraining {
-    let mut albef = config.albef.clone();
-    albef.batch_size = config.batch;
-    // Bench batches are one fixed batch: keep the queue a multiple.
-    albef.queue_size = albef.queue_size.max(config.batch);
-    device.seed(seed);
-    let model = albef.model.init(true, device);
-    AlbefPretraining::new(albef, model, SPECIAL, seed, device)
 }
 
 /// `2·in·out` per token of each matrix product of one transformer layer
@@ -621,30 +571,6 @@ pub fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
-}
-
-/// The loss series of `steps` ALBEF pretraining steps of a preset from
-/// fixed initial weights and batches on `device`, with each step's
-/// milliseconds: the backend-swap experiment. The initial weights are made
-/// on the CPU and moved, so every backend starts from the same numbers.
-pub fn albef_losses(
-    preset: Preset,
-    device: &Device,
-    steps: usize,
-) -> Result<Vec<(f32, f64)>, TrainError> {
-    let config = preset.config();
-    let cpu = Device::flex();
-    let state = albef_state(&config, &cpu, 0);
-    let model = state.model().valid().to_device(device);
-    let mut state = AlbefPretraining::new(state.config.clone(), model, SPECIAL, 0, device);
-    let mut out = Vec::with_capacity(steps);
-    for step in 0..steps {
-        let data = albef_batch(&config, 1 + step as u64);
-        let start = Instant::now();
-        let losses = state.step(&data, 1000)?;
-        out.push((losses.total(), start.elapsed().as_secs_f64() * 1e3));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

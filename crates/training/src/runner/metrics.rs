@@ -20,9 +20,9 @@ impl MetricsLog {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|e| TrainError::Io {
+            .map_err(|source| TrainError::Io {
                 path: path.to_owned(),
-                message: e.to_string(),
+                source,
             })?;
         Ok(Self {
             path: path.to_owned(),
@@ -32,10 +32,38 @@ impl MetricsLog {
 
     /// Writes one record.
     pub fn write(&mut self, record: &serde_json::Value) -> Result<(), TrainError> {
-        writeln!(self.file, "{record}").map_err(|e| TrainError::Io {
+        writeln!(self.file, "{record}").map_err(|source| TrainError::Io {
             path: self.path.clone(),
-            message: e.to_string(),
+            source,
         })
+    }
+
+    /// Opens `path` for a run at step `first_step`: the records of earlier
+    /// steps are kept, those of `first_step` on (written after the
+    /// checkpoint a run resumes from, and repeated by the resumed run) are
+    /// dropped. At step 0 the file starts empty.
+    pub fn continue_at(path: &Path, first_step: usize) -> Result<Self, TrainError> {
+        let io = |source| TrainError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let kept = match std::fs::read_to_string(path) {
+            Ok(text) if first_step > 0 => text
+                .lines()
+                .filter(|line| {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|r| r.get("step")?.as_u64())
+                        .is_some_and(|step| (step as usize) < first_step)
+                })
+                .map(|line| format!("{line}\n"))
+                .collect::<String>(),
+            Ok(_) => String::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io(e)),
+        };
+        std::fs::write(path, kept).map_err(io)?;
+        Self::open(path)
     }
 
     /// The file.
@@ -47,9 +75,9 @@ impl MetricsLog {
 /// Reads `(step, value)` of `key` from the records of a metrics file that
 /// have both.
 pub fn read_series(path: &Path, key: &str) -> Result<Vec<(f64, f64)>, TrainError> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::Io {
+    let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
         path: path.to_owned(),
-        message: e.to_string(),
+        source,
     })?;
     Ok(text
         .lines()
@@ -84,9 +112,9 @@ pub fn plot_curves(
     title: &str,
     series: &[(&str, Vec<(f64, f64)>)],
 ) -> Result<(), TrainError> {
-    let err = |e: String| TrainError::Io {
+    let err = |message: String| TrainError::Plot {
         path: path.to_owned(),
-        message: e,
+        message,
     };
     let points = series.iter().flat_map(|(_, s)| s.iter());
     let (x_max, y_max) = points.fold((1.0f64, 0.0f64), |(x, y), &(px, py)| (x.max(px), y.max(py)));
@@ -136,4 +164,30 @@ pub fn plot_curves(
             .map_err(|e| err(e.to_string()))?;
     }
     root.present().map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_run_drops_the_records_it_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let mut log = MetricsLog::continue_at(&path, 0).unwrap();
+        for step in 0..5 {
+            log.write(&serde_json::json!({ "step": step, "loss": 1.0 }))
+                .unwrap();
+        }
+        log.write(&serde_json::json!({ "eval": "r1" })).unwrap();
+        // The checkpoint was written after step 2: steps 3 and 4 repeat.
+        let mut log = MetricsLog::continue_at(&path, 3).unwrap();
+        log.write(&serde_json::json!({ "step": 3, "loss": 0.5 }))
+            .unwrap();
+        let steps: Vec<(f64, f64)> = read_series(&path, "loss").unwrap();
+        assert_eq!(steps, [(0.0, 1.0), (1.0, 1.0), (2.0, 1.0), (3.0, 0.5)]);
+        // A fresh run starts an empty file.
+        MetricsLog::continue_at(&path, 0).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().is_empty());
+    }
 }

@@ -53,6 +53,38 @@ impl Default for ScheduleConfig {
 }
 
 impl ScheduleConfig {
+    /// Records the values that cannot be right, under `key`.
+    pub fn check(&self, c: &mut crate::config::Checks, key: &str) {
+        let at = |field: &str| format!("{key}.{field}");
+        c.require(
+            self.sched == "cosine",
+            &at("sched"),
+            format_args!(
+                "`{}` is not supported (only cosine, as the reference)",
+                self.sched
+            ),
+        );
+        for (field, value) in [("lr", self.lr), ("warmup_lr", self.warmup_lr)] {
+            c.require(
+                value.is_finite() && value > 0.0,
+                &at(field),
+                "must be positive",
+            );
+        }
+        c.require(
+            self.min_lr.is_finite() && (0.0..=self.lr).contains(&self.min_lr),
+            &at("min_lr"),
+            format_args!("{} must lie in [0, lr]", self.min_lr),
+        );
+        c.positive(self.epochs, &at("epochs"));
+        c.require(
+            self.decay_rate == 1.0,
+            &at("decay_rate"),
+            "only a single cycle (1) is supported, as in every reference config",
+        );
+        c.positive(self.warmup_step_size, &at("warmup_step_size"));
+    }
+
     /// The rate at iteration `step_in_epoch` of `epoch`.
     pub fn lr_at(&self, epoch: usize, step_in_epoch: usize) -> f64 {
         let t = if epoch == 0 {

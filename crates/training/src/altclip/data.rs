@@ -1,25 +1,68 @@
-//! The data of a run: the synthetic world or Fashion-MNIST, as teacher
-//! captions, stage-1 parallel pairs, stage-2 multilingual captions and the
-//! evaluation sets.
+//! The data of an AltCLIP run: the synthetic world or Fashion-MNIST, as
+//! teacher captions, stage-1 parallel pairs, stage-2 multilingual captions
+//! and the evaluation sets.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use rayon::prelude::*;
 use vl_data::fashion_mnist::{self, FashionMnist, Split};
 use vl_data::manifest::read_captioned_images;
 use vl_data::parallel::{gettext_pairs, read_parallel_tsv};
 use vl_data::transforms::{eval_transform, pre_caption, to_normalized_chw};
 use vl_data::world::{
-    Language, WorldConfig, class_prompts, existing_world, render_scene, write_world,
+    Language, WorldConfig, class_prompts, existing_world, files, render_scene, write_world,
     zero_shot_classes, zero_shot_scenes,
 };
 use vl_data::{BadEntries, CaptionedImage, RetrievalSet, loader::eval_pixels};
-use vl_training::altclip::AltClipRecipe;
-use vl_training::retrieval::RetrievalMetrics;
 
-use crate::{DataArgs, EvalLanguage, languages};
+use crate::TrainError;
+use crate::altclip::recipe::AltClipRecipe;
+use crate::eval::retrieval::RetrievalMetrics;
+
+/// Where a run's data comes from.
+#[derive(Debug, Clone)]
+pub struct DataSource {
+    /// A synthetic world directory (default: generate one into `cache`).
+    pub world: Option<PathBuf>,
+    /// Fashion-MNIST instead of the world: the directory of its IDX files.
+    pub fashion_mnist: Option<PathBuf>,
+    /// Where generated worlds and image caches live.
+    pub cache: PathBuf,
+    /// The student's languages besides English.
+    pub languages: Vec<Language>,
+}
+
+/// A language of the evaluation, as it appears in the table.
+pub struct EvalLanguage {
+    /// ISO code.
+    pub code: String,
+    /// Prompts of each class (zero-shot).
+    pub class_prompts: Vec<Vec<String>>,
+    /// Retrieval set in this language, if the task has one.
+    pub retrieval: Option<RetrievalSet>,
+}
+
+/// The world's languages named by `codes`.
+pub fn languages(codes: &[String]) -> Result<Vec<Language>, TrainError> {
+    codes
+        .iter()
+        .map(|c| {
+            Language::from_code(c.trim()).ok_or_else(|| {
+                TrainError::BadInput(format!(
+                    "unknown language `{c}` (the world has en, zh, de, fr)"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
 
 /// Fashion-MNIST training images used (of 60 000): enough for the tiny
 /// teacher, few enough for a run of minutes.
@@ -55,11 +98,12 @@ pub enum Task {
 impl Task {
     /// Opens (generating or converting into the cache if needed) the data
     /// `args` name.
-    pub fn open(args: &DataArgs, seed: u64) -> anyhow::Result<Self> {
+    pub fn open(args: &DataSource, seed: u64) -> Result<Self, TrainError> {
         let mut langs = vec![Language::En];
         langs.extend(
-            languages(&args.languages)?
-                .into_iter()
+            args.languages
+                .iter()
+                .copied()
                 .filter(|l| *l != Language::En),
         );
         if let Some(source) = &args.fashion_mnist {
@@ -71,14 +115,7 @@ impl Task {
             });
         }
         let (dir, config) = match &args.world {
-            Some(dir) => {
-                let text = std::fs::read_to_string(dir.join(vl_data::world::WORLD_FILE))
-                    .with_context(|| format!("{} is not a synthetic world", dir.display()))?;
-                let value: serde_json::Value = serde_json::from_str(&text)?;
-                let config: WorldConfig =
-                    serde_json::from_value(value["summary"]["config"].clone())?;
-                (dir.clone(), config)
-            }
+            Some(dir) => (dir.clone(), vl_data::world::read_world(dir)?.config),
             None => {
                 let config = WorldConfig {
                     seed,
@@ -90,15 +127,18 @@ impl Task {
                 ));
                 if existing_world(&dir, &config).is_none() {
                     log::info!("generating the synthetic world into {}", dir.display());
-                    write_world(&config, &dir)
-                        .with_context(|| format!("writing {}", dir.display()))?;
+                    write_world(&config, &dir)?;
                 }
                 (dir, config)
             }
         };
         for l in &langs {
             if !config.languages.contains(l) {
-                bail!("the world {} has no {} captions", dir.display(), l.code());
+                return Err(TrainError::BadInput(format!(
+                    "the world {} has no {} captions",
+                    dir.display(),
+                    l.code()
+                )));
             }
         }
         Ok(Task::World {
@@ -128,14 +168,18 @@ impl Task {
         }
     }
 
-    fn manifest(&self, name: &str, recipe: &AltClipRecipe) -> anyhow::Result<Vec<CaptionedImage>> {
+    fn manifest(
+        &self,
+        name: &str,
+        recipe: &AltClipRecipe,
+    ) -> Result<Vec<CaptionedImage>, TrainError> {
         let path = self.dir().join(name);
         Ok(read_captioned_images(&path, None, recipe.max_words, BadEntries::Fail)?.0)
     }
 
     /// The teacher's training images with their English captions.
-    pub fn teacher_items(&self, recipe: &AltClipRecipe) -> anyhow::Result<Vec<CaptionedImage>> {
-        self.manifest("pretrain_en.json", recipe)
+    pub fn teacher_items(&self, recipe: &AltClipRecipe) -> Result<Vec<CaptionedImage>, TrainError> {
+        self.manifest(&files::pretrain(Language::En), recipe)
     }
 
     /// Stage 2's training images (normalised pixels) and each image's
@@ -143,12 +187,12 @@ impl Task {
     pub fn contrastive_items(
         &self,
         recipe: &AltClipRecipe,
-    ) -> anyhow::Result<(Vec<f32>, Vec<Vec<String>>)> {
+    ) -> Result<(Vec<f32>, Vec<Vec<String>>), TrainError> {
         let mut captions: Vec<Vec<String>> = Vec::new();
         let mut images: Vec<PathBuf> = Vec::new();
         let mut index: HashMap<PathBuf, usize> = HashMap::new();
         for language in self.languages() {
-            for item in self.manifest(&format!("pretrain_{}.json", language.code()), recipe)? {
+            for item in self.manifest(&files::pretrain(*language), recipe)? {
                 let i = *index.entry(item.image.clone()).or_insert_with(|| {
                     images.push(item.image.clone());
                     captions.push(Vec::new());
@@ -166,7 +210,7 @@ impl Task {
 /// [`FASHION_TRAIN_IMAGES`]) with caption manifests in every language:
 /// `pretrain_{lang}.json` (each image with the caption templates of its
 /// class) and `test.json` (`[{"image", "label"}]`).
-fn convert_fashion(source: &Path, dir: &Path) -> anyhow::Result<()> {
+fn convert_fashion(source: &Path, dir: &Path) -> Result<(), TrainError> {
     let done = dir.join("test.json");
     if done.is_file() {
         return Ok(());
@@ -176,20 +220,29 @@ fn convert_fashion(source: &Path, dir: &Path) -> anyhow::Result<()> {
         source.display(),
         dir.display()
     );
-    std::fs::create_dir_all(dir.join("images"))?;
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).map_err(io(&images))?;
     let train = fashion_mnist::read_fashion_mnist(source, Split::Train)?;
     let test = fashion_mnist::read_fashion_mnist(source, Split::Test)?;
-    let write = |set: &FashionMnist, prefix: &str, count: usize| -> anyhow::Result<Vec<String>> {
+    let write = |set: &FashionMnist, prefix: &str, count: usize| {
         (0..count.min(set.len()))
             .into_par_iter()
             .map(|i| {
                 let name = format!("images/{prefix}-{i:05}.png");
-                set.image(i)
-                    .save(dir.join(&name))
-                    .with_context(|| format!("writing {name}"))?;
+                let path = dir.join(&name);
+                set.image(i).save(&path).map_err(|e| {
+                    TrainError::Data(vl_data::DataError::Image {
+                        path,
+                        message: e.to_string(),
+                    })
+                })?;
                 Ok(name)
             })
-            .collect()
+            .collect::<Result<Vec<String>, TrainError>>()
+    };
+    let write_json = |path: &Path, entries: &[serde_json::Value]| {
+        let json = serde_json::to_string(entries).expect("plain values");
+        std::fs::write(path, json).map_err(io(path))
     };
     let train_names = write(&train, "train", FASHION_TRAIN_IMAGES)?;
     for language in Language::ALL {
@@ -204,8 +257,7 @@ fn convert_fashion(source: &Path, dir: &Path) -> anyhow::Result<()> {
                 serde_json::json!({ "image": name, "caption": captions })
             })
             .collect();
-        let path = dir.join(format!("pretrain_{}.json", language.code()));
-        std::fs::write(&path, serde_json::to_string(&entries)?)?;
+        write_json(&dir.join(files::pretrain(language)), &entries)?;
     }
     let test_names = write(&test, "test", test.len())?;
     let entries: Vec<serde_json::Value> = test_names
@@ -213,7 +265,7 @@ fn convert_fashion(source: &Path, dir: &Path) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, name)| serde_json::json!({ "image": name, "label": test.labels[i] }))
         .collect();
-    std::fs::write(&done, serde_json::to_string(&entries)?)?;
+    write_json(&done, &entries)?;
     Ok(())
 }
 
@@ -230,7 +282,11 @@ impl PairSet {
     /// paper), plus `extra` TSV files and, if given, the gettext catalogs'
     /// English–Chinese pairs under `gettext` (one in
     /// [`HOLD_OUT_EVERY`] of these held out).
-    pub fn gather(task: &Task, extra: &[PathBuf], gettext: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn gather(
+        task: &Task,
+        extra: &[PathBuf],
+        gettext: Option<&Path>,
+    ) -> Result<Self, TrainError> {
         let clean = |s: &str| pre_caption(s, 60);
         let mut set = PairSet {
             train: Vec::new(),
@@ -245,16 +301,16 @@ impl PairSet {
         match task {
             Task::World { dir, .. } => {
                 for l in &targets {
-                    let path = dir.join(format!("parallel_en_{}.tsv", l.code()));
+                    let path = dir.join(files::parallel(*l));
                     for pair in read_parallel_tsv(&path)? {
                         set.train.push((clean(&pair.source), clean(&pair.target)));
                     }
                     // Held out: the validation captions, parallel by position.
-                    let read = |code: &str| {
-                        let path = dir.join(format!("retrieval_val_{code}.json"));
+                    let read = |language: Language| {
+                        let path = dir.join(files::retrieval("val", language));
                         read_captioned_images(&path, None, 60, BadEntries::Fail)
                     };
-                    let (en, other) = (read("en")?.0, read(l.code())?.0);
+                    let (en, other) = (read(Language::En)?.0, read(*l)?.0);
                     for (e, o) in en.iter().zip(&other) {
                         for (a, b) in e.captions.iter().zip(&o.captions) {
                             set.held_out.push((a.clone(), b.clone()));
@@ -349,7 +405,7 @@ pub struct EvalSet {
 
 impl EvalSet {
     /// The task's held-out evaluation data at the recipe's resolution.
-    pub fn new(task: &Task, recipe: &AltClipRecipe) -> anyhow::Result<Self> {
+    pub fn new(task: &Task, recipe: &AltClipRecipe) -> Result<Self, TrainError> {
         let size = recipe.teacher.vision_config.image_size as u32;
         let clean = |s: &str| pre_caption(s, recipe.max_words);
         match task {
@@ -372,7 +428,7 @@ impl EvalSet {
                 let mut retrieval_pixels = None;
                 let mut langs = Vec::new();
                 for &l in languages {
-                    let path = dir.join(format!("retrieval_test_{}.json", l.code()));
+                    let path = dir.join(files::retrieval("test", l));
                     let items =
                         read_captioned_images(&path, None, recipe.max_words, BadEntries::Fail)?.0;
                     let set = RetrievalSet::new(&items);
@@ -399,8 +455,13 @@ impl EvalSet {
                 })
             }
             Task::Fashion { dir, languages } => {
-                let text = std::fs::read_to_string(dir.join("test.json"))?;
-                let entries: Vec<serde_json::Value> = serde_json::from_str(&text)?;
+                let path = dir.join("test.json");
+                let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+                let entries: Vec<serde_json::Value> =
+                    serde_json::from_str(&text).map_err(|source| TrainError::Json {
+                        path: path.clone(),
+                        source,
+                    })?;
                 let paths: Vec<PathBuf> = entries
                     .iter()
                     .map(|e| dir.join(e["image"].as_str().unwrap_or_default()))
@@ -409,7 +470,12 @@ impl EvalSet {
                     .iter()
                     .map(|e| e["label"].as_u64().map(|l| l as usize))
                     .collect::<Option<Vec<usize>>>()
-                    .context("test.json: an entry without a label")?;
+                    .ok_or_else(|| {
+                        TrainError::BadInput(format!(
+                            "{}: an entry without a label",
+                            path.display()
+                        ))
+                    })?;
                 Ok(Self {
                     zero_shot_pixels: eval_pixels(&paths, size)?,
                     zero_shot_labels: labels,

@@ -1,8 +1,17 @@
-//! The training loop every stage shares: batches from a prefetching source,
+//! The training loop every job shares: batches from a prefetching source,
 //! one [`Trainee::step`] each, a progress bar, JSON-lines metrics, an atomic
 //! checkpoint at the end of every epoch (and at the stop), and the
-//! loss-curve plot. ALBEF pretraining and the three AltCLIP stages are
-//! [`Trainee`]s.
+//! loss-curve plot; and what every job's step uses: the optimizer, the
+//! schedule, data-parallel workers and seeds. ALBEF pretraining and the
+//! three AltCLIP stages are [`Trainee`]s.
+
+pub mod checkpoint;
+pub mod data_parallel;
+pub mod metrics;
+pub mod optimizer;
+pub mod progress;
+pub mod schedule;
+pub mod seed;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,9 +19,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
-use crate::checkpoint::Checkpoint;
-use crate::metrics::{MetricsLog, plot_curves, read_series};
-use crate::progress::bar;
+use checkpoint::Checkpoint;
+use metrics::{MetricsLog, plot_curves, read_series};
+use progress::bar;
 
 /// Where a run writes.
 #[derive(Debug, Clone)]
@@ -205,11 +214,9 @@ where
     let total = stop.epochs * steps_per_epoch;
     let total = stop.max_steps.map_or(total, |m| m.min(total));
     let first_step = state.position().step;
-    if first_step == 0 {
-        // A fresh run replaces an old run's records; a resumed one appends.
-        let _ = std::fs::remove_file(&paths.metrics);
-    }
-    let mut metrics = MetricsLog::open(&paths.metrics)?;
+    // A fresh run replaces an old run's records; a resumed one keeps those
+    // of the steps its checkpoint holds and drops any written after it.
+    let mut metrics = MetricsLog::continue_at(&paths.metrics, first_step)?;
     let progress = bar(total as u64, what);
     progress.set_position(first_step as u64);
     let start = Instant::now();

@@ -1,0 +1,491 @@
+//! ALBEF pretraining (salesforce/ALBEF@b9727e4 `models/model_pretrain.py`,
+//! `Pretrain.py`): one step computes ITC with momentum-feature queues and
+//! momentum-distilled targets, ITM on in-batch hard negatives and MLM with
+//! momentum soft targets, sums the three losses, takes one AdamW step, and
+//! the momentum model follows by EMA.
+//!
+//! Deviations from the reference, each for a stated reason:
+//! - The momentum model runs without dropout (the reference leaves it in
+//!   train mode): its features are targets, and running it outside autodiff
+//!   keeps it off the gradient tape.
+//! - MLM logits are computed only at masked positions: the reference's loss
+//!   ignores every other position, so the loss is the same for a fraction of
+//!   the decoder cost.
+//! - Positive and hard-negative pairs go through the fusion encoder in one
+//!   call of `3·batch` rows rather than two; rows are independent. With
+//!   `text_length_groups` above 1, every text pass (and so that call) runs
+//!   group by group on captions sorted by length, each group padded to its
+//!   own longest: the same losses on fewer padded tokens.
+//! - The queue accepts any batch size (the reference asserts
+//!   `queue_size % batch == 0`).
+//! - Without dropout, one process differentiates MLM on a second thread
+//!   (after the momentum pass) beside ITC and ITM, each on its own copy of
+//!   the parameters, and adds the two gradients: the summed loss's
+//!   gradient, on two cores.
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Bytes, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use vl_data::{ImageTextBatch, SpecialTokens};
+use vl_models::Albef;
+use vl_objectives::{FeatureQueue, MaskingConfig, alpha_at, ema_update, fresh_copy};
+
+use crate::TrainError;
+use crate::albef::config::PretrainConfig;
+use crate::albef::step::{ShardOutput, StepContext, shard_forward_backward};
+use crate::runner::checkpoint::{Checkpoint, JobKind, RunState, tensor_bytes, tensors_from_bytes};
+use crate::runner::data_parallel::{run_workers, weighted_gradient_sum};
+use crate::runner::optimizer::adamw;
+use crate::runner::seed::derive_seed;
+use crate::runner::{Position, StepReport, Trainee};
+
+/// Losses and settings of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepLosses {
+    /// Masked language modelling.
+    pub loss_mlm: f32,
+    /// Image–text contrastive.
+    pub loss_ita: f32,
+    /// Image–text matching.
+    pub loss_itm: f32,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Distillation weight used.
+    pub alpha: f64,
+    /// Temperature after the clamp.
+    pub temp: f32,
+}
+
+impl StepLosses {
+    /// Sum of the three losses (what is minimised).
+    pub fn total(&self) -> f32 {
+        self.loss_mlm + self.loss_ita + self.loss_itm
+    }
+}
+
+impl From<StepLosses> for StepReport {
+    fn from(l: StepLosses) -> Self {
+        StepReport {
+            losses: vec![
+                ("loss_ita", l.loss_ita),
+                ("loss_itm", l.loss_itm),
+                ("loss_mlm", l.loss_mlm),
+            ],
+            settings: vec![("lr", l.lr), ("alpha", l.alpha), ("temp", l.temp as f64)],
+        }
+    }
+}
+
+impl Trainee for AlbefPretraining {
+    type Batch = ImageTextBatch;
+
+    fn position(&self) -> Position {
+        self.position
+    }
+
+    fn step(
+        &mut self,
+        batch: &ImageTextBatch,
+        steps_per_epoch: usize,
+    ) -> Result<StepReport, TrainError> {
+        AlbefPretraining::step(self, batch, steps_per_epoch).map(StepReport::from)
+    }
+
+    fn checkpoint(&self) -> Result<Checkpoint, TrainError> {
+        AlbefPretraining::checkpoint(self)
+    }
+}
+
+/// Everything that evolves during pretraining.
+pub struct AlbefPretraining {
+    /// The run's configuration.
+    pub config: PretrainConfig,
+    /// The online model (autodiff device); taken out during a step.
+    model: Option<Albef>,
+    /// The momentum model (plain device); taken out during a step.
+    momentum: Option<Albef>,
+    /// Momentum-feature queues.
+    pub queue: FeatureQueue,
+    /// AdamW with the reference's groups.
+    pub optimizer: ModuleOptimizer,
+    /// Steps done.
+    pub position: Position,
+    /// Seed of every random draw.
+    pub seed: u64,
+    masking: MaskingConfig,
+    device: Device,
+    /// The slow average of the online weights
+    /// ([`crate::albef::RecipeConfig::model_ema_decay`]; plain device).
+    model_ema: Option<Albef>,
+}
+
+/// Parameters of the reference that are 0-dim scalars (decayed there).
+const SCALARS: &[&str] = &["temp"];
+
+impl AlbefPretraining {
+    /// Starts a run from `model` (typically fresh or imported), on `device`
+    /// (without autodiff; training enables it).
+    pub fn new(
+        config: PretrainConfig,
+        model: Albef,
+        special: SpecialTokens,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
+        assert!(model.has_mlm_head(), "pretraining needs the MLM head");
+        device.seed(seed);
+        let momentum = fresh_copy(&model);
+        let model_ema = config.recipe.model_ema_decay.map(|_| fresh_copy(&model));
+        let queue = FeatureQueue::new(
+            config.model.embed_dim,
+            config.queue_size,
+            false,
+            derive_seed(seed, u64::MAX),
+            device,
+        );
+        let model = trainable(model, device);
+        let optimizer = adamw(&model, &config.optimizer, SCALARS);
+        let masking = masking(&config, special);
+        Self {
+            config,
+            model: Some(model),
+            momentum: Some(momentum),
+            queue,
+            optimizer,
+            position: Position::default(),
+            seed,
+            masking,
+            device: device.clone(),
+            model_ema,
+        }
+    }
+
+    /// The plain (non-autodiff) device of the run.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The online model (on the autodiff device; `valid()` gives an
+    /// inference copy).
+    pub fn model(&self) -> &Albef {
+        self.model
+            .as_ref()
+            .expect("the model is only taken during a step")
+    }
+
+    /// The momentum model.
+    pub fn momentum(&self) -> &Albef {
+        self.momentum
+            .as_ref()
+            .expect("the momentum model is only taken during a step")
+    }
+
+    /// The weights to evaluate: the slow average of the online weights
+    /// when the run keeps one ([`crate::albef::RecipeConfig::model_ema_decay`]), else
+    /// the online model (plain device).
+    pub fn evaluated(&self) -> Albef {
+        match &self.model_ema {
+            Some(average) => average.clone(),
+            None => self.model().valid(),
+        }
+    }
+
+    /// One training step on `batch`; `steps_per_epoch` drives the warm-up
+    /// and the α ramp. Stops with [`TrainError::NonFinite`] on a NaN or
+    /// infinite loss, naming the step (the models are then left as they
+    /// were before the step).
+    pub fn step(
+        &mut self,
+        batch: &ImageTextBatch,
+        steps_per_epoch: usize,
+    ) -> Result<StepLosses, TrainError> {
+        let model = clamp_temperature(self.model.take().expect("present between steps"));
+        // The momentum model follows the online one before its forward pass.
+        let previous = self.momentum.take().expect("present between steps");
+        let momentum = ema_update(previous.clone(), &model, self.config.momentum);
+        match self.forward_backward(&model, &momentum, batch, steps_per_epoch) {
+            Ok((report, grads)) => {
+                let model = self.optimizer.step(report.lr, model, grads);
+                if let (Some(decay), Some(average)) =
+                    (self.config.recipe.model_ema_decay, self.model_ema.take())
+                {
+                    let decay = model_ema_decay_at(decay, self.position.step);
+                    self.model_ema = Some(ema_update(average, &model, decay));
+                }
+                self.model = Some(model);
+                self.momentum = Some(momentum);
+                self.position.advance(steps_per_epoch);
+                Ok(report)
+            }
+            Err(e) => {
+                self.model = Some(model);
+                self.momentum = Some(previous);
+                Err(e)
+            }
+        }
+    }
+
+    /// The losses of a step and their gradients; enqueues the momentum
+    /// features. With several [`PretrainConfig::workers`], each computes
+    /// its shard of the batch on its own thread and the gradients are
+    /// averaged, weighted by shard size.
+    fn forward_backward(
+        &mut self,
+        model: &Albef,
+        momentum: &Albef,
+        batch: &ImageTextBatch,
+        steps_per_epoch: usize,
+    ) -> Result<(StepLosses, GradientsParams), TrainError> {
+        let Position {
+            step,
+            epoch,
+            step_in_epoch,
+        } = self.position;
+        let lr = self.config.schedular.lr_at(epoch, step_in_epoch);
+        let progress = self.position.progress(steps_per_epoch);
+        let context = StepContext {
+            queue: &self.queue,
+            masking: &self.masking,
+            device: &self.device,
+            alpha: alpha_at(self.config.alpha, epoch, step_in_epoch, steps_per_epoch),
+            hardness: match self.config.recipe.itm_hardness_warmup_epochs {
+                w if w > 0.0 => (progress / w).min(1.0),
+                _ => 1.0,
+            },
+            threads: self.config.execution.step_threads,
+            text_groups: self.config.execution.text_length_groups,
+        };
+        // Every draw of this step (dropout, masking, negatives) is seeded by
+        // the step, so a resumed run repeats an uninterrupted one.
+        let step_seed = derive_seed(self.seed, step as u64);
+        self.device.clone().autodiff().seed(step_seed);
+        // A shard needs two samples for an ITM negative.
+        let workers = self
+            .config
+            .execution
+            .workers
+            .clamp(1, (batch.len() / 2).max(1));
+        let outputs = if workers == 1 {
+            vec![shard_forward_backward(
+                model, momentum, batch, &context, step_seed,
+            )]
+        } else {
+            let shards = batch.shards(workers);
+            // Each worker differentiates its own copy of the parameters (same
+            // ids, separate autodiff leaves), so the graphs stay apart.
+            let replicas: Vec<Albef> = (1..workers).map(|_| model.valid().train()).collect();
+            run_workers(workers, |i| {
+                let (copy, seed) = match i {
+                    0 => (model, step_seed),
+                    _ => (&replicas[i - 1], derive_seed(step_seed, i as u64)),
+                };
+                shard_forward_backward(copy, momentum, &shards[i], &context, seed)
+            })
+        };
+
+        let b = batch.len() as f64;
+        let mean = |i: usize| -> f32 {
+            outputs
+                .iter()
+                .map(|o| o.losses[i] as f64 * o.samples as f64 / b)
+                .sum::<f64>() as f32
+        };
+        let report = StepLosses {
+            loss_mlm: mean(0),
+            loss_ita: mean(1),
+            loss_itm: mean(2),
+            lr,
+            alpha: context.alpha,
+            temp: model.temp.val().into_scalar::<f32>(),
+        };
+        if outputs
+            .iter()
+            .flat_map(|o| o.losses)
+            .any(|l| !l.is_finite())
+        {
+            return Err(TrainError::NonFinite {
+                step,
+                losses: format!(
+                    "loss_mlm {}, loss_ita {}, loss_itm {}",
+                    report.loss_mlm, report.loss_ita, report.loss_itm
+                ),
+            });
+        }
+        let cat = |f: fn(&ShardOutput) -> &Tensor<2>| {
+            Tensor::cat(outputs.iter().map(|o| f(o).clone()).collect(), 0)
+        };
+        // As the reference gathers every process's momentum features.
+        let (image_feat_m, text_feat_m) = (cat(|o| &o.image_feat_m), cat(|o| &o.text_feat_m));
+        self.queue.enqueue(image_feat_m, text_feat_m, None);
+        let grads = weighted_gradient_sum(
+            model,
+            outputs
+                .into_iter()
+                .map(|o| (o.grads, o.samples as f64 / b))
+                .collect(),
+        );
+        Ok((report, grads))
+    }
+
+    /// Snapshot of the whole run.
+    pub fn checkpoint(&self) -> Result<Checkpoint, TrainError> {
+        let mut checkpoint = Checkpoint::new(RunState {
+            kind: JobKind::AlbefPretrain,
+            position: self.position,
+            seed: self.seed,
+            config: &self.config,
+        })?;
+        checkpoint.push_module(MODEL, &self.model().valid())?;
+        checkpoint.push_module(MOMENTUM, self.momentum())?;
+        checkpoint.push(OPTIMIZER, self.optimizer.into_bytes()?.to_vec());
+        // The write pointer first, then both queues.
+        let ptr = (self.queue.ptr as u64).to_le_bytes().to_vec();
+        checkpoint.push(
+            QUEUE,
+            [ptr, tensor_bytes(&[&self.queue.image, &self.queue.text])].concat(),
+        );
+        if let Some(average) = &self.model_ema {
+            checkpoint.push_module(MODEL_EMA, average)?;
+        }
+        Ok(checkpoint)
+    }
+
+    /// Restores a run saved by [`AlbefPretraining::checkpoint`].
+    pub fn resume(
+        checkpoint: &Checkpoint,
+        special: SpecialTokens,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        let RunState {
+            position,
+            seed,
+            config,
+            ..
+        } = checkpoint.state::<PretrainConfig>(JobKind::AlbefPretrain)?;
+        let blank = || config.model.init(true, device);
+        let model = checkpoint.module(MODEL, blank())?;
+        let momentum = checkpoint.module(MOMENTUM, blank())?;
+        let model = trainable(model, device);
+        let optimizer = adamw(&model, &config.optimizer, SCALARS).from_bytes(
+            Bytes::from_bytes_vec(checkpoint.section(OPTIMIZER)?.to_vec()),
+        )?;
+        let queue = read_queue(checkpoint.section(QUEUE)?, &config, device)?;
+        let model_ema = match config.recipe.model_ema_decay {
+            Some(_) => Some(checkpoint.module(MODEL_EMA, blank())?),
+            None => None,
+        };
+        let masking = masking(&config, special);
+        Ok(Self {
+            config,
+            model: Some(model),
+            momentum: Some(momentum),
+            queue,
+            optimizer,
+            position,
+            seed,
+            masking,
+            device: device.clone(),
+            model_ema,
+        })
+    }
+
+    /// The weights a finished run is evaluated with, from its checkpoint:
+    /// the weight average where the run kept one, else the online model.
+    pub fn evaluated_from(
+        checkpoint: &Checkpoint,
+        device: &Device,
+    ) -> Result<(Albef, PretrainConfig), TrainError> {
+        let config = checkpoint
+            .state::<PretrainConfig>(JobKind::AlbefPretrain)?
+            .config;
+        let section = match config.recipe.model_ema_decay {
+            Some(_) => MODEL_EMA,
+            None => MODEL,
+        };
+        Ok((
+            checkpoint.module(section, config.model.init(true, device))?,
+            config,
+        ))
+    }
+}
+
+/// Checkpoint sections.
+const MODEL: &str = "model";
+const MOMENTUM: &str = "momentum";
+const OPTIMIZER: &str = "optimizer";
+const QUEUE: &str = "queue";
+/// The weight average's section.
+const MODEL_EMA: &str = "model_ema";
+
+/// The queues of a checkpoint's `queue` section: the write pointer, then
+/// the image and the text queue, `[embed_dim, queue_size]` each.
+fn read_queue(
+    bytes: &[u8],
+    config: &PretrainConfig,
+    device: &Device,
+) -> Result<FeatureQueue, TrainError> {
+    let (ptr, queues) = bytes
+        .split_at_checked(8)
+        .ok_or_else(|| TrainError::ModuleMismatch {
+            section: QUEUE.into(),
+            report: "shorter than its write pointer".into(),
+        })?;
+    let ptr = u64::from_le_bytes(ptr.try_into().expect("8 bytes")) as usize;
+    let shape = [config.model.embed_dim, config.queue_size];
+    let mut tensors = tensors_from_bytes(queues, QUEUE, 2, shape, device)?.into_iter();
+    let (image, text) = (tensors.next().expect("two"), tensors.next().expect("two"));
+    if ptr >= config.queue_size {
+        return Err(TrainError::ModuleMismatch {
+            section: QUEUE.into(),
+            report: format!("write pointer {ptr} past a queue of {}", config.queue_size),
+        });
+    }
+    Ok(FeatureQueue {
+        image,
+        text,
+        ids: None,
+        ptr,
+    })
+}
+
+/// The decay of the weight average's update after `step` steps:
+/// `min(decay, (1+step)/(10+step))`.
+pub fn model_ema_decay_at(decay: f64, step: usize) -> f64 {
+    let t = step as f64;
+    decay.min((1.0 + t) / (10.0 + t))
+}
+
+/// `model` (on `device`) switched into training: autodiff on, parameters
+/// requiring gradients. burn 0.22's `fork` to `device.autodiff()` is not
+/// that: devices compare equal whatever their autodiff flag, so the fork is
+/// a no-op and the parameters stay plain.
+fn trainable(model: Albef, device: &Device) -> Albef {
+    model.to_device(device).train()
+}
+
+/// ALBEF clamps the temperature to [0.001, 0.5] (in place, without
+/// gradient) at the start of every pretraining forward. The clamped value is
+/// a fresh leaf, or it would stop learning.
+fn clamp_temperature(mut model: Albef) -> Albef {
+    model.temp = model.temp.map(|t| {
+        t.without_autodiff()
+            .clamp(0.001, 0.5)
+            .autodiff()
+            .require_grad()
+    });
+    model
+}
+
+fn masking(config: &PretrainConfig, special: SpecialTokens) -> MaskingConfig {
+    MaskingConfig {
+        probability: config.mlm_probability,
+        mask_token_id: special.mask,
+        vocab_size: config.model.bert_config.vocab_size,
+        never_mask: vec![special.pad, special.cls],
+    }
+}
+
+#[cfg(test)]
+#[path = "pretraining_tests.rs"]
+mod tests;
