@@ -10,12 +10,12 @@ use std::sync::Arc;
 use burn::tensor::Device;
 use vl_data::manifest::read_captioned_images;
 use vl_data::parallel::read_parallel_tsv;
-use vl_data::transforms::{eval_transform, pre_caption, to_normalized_chw};
+use vl_data::transforms::{eval_transform, pre_caption};
 use vl_data::world::{
     Language, WorldConfig, class_prompts, render_scene, write_world, zero_shot_classes,
     zero_shot_scenes,
 };
-use vl_data::{BadEntries, Framing, Loader, LoaderConfig, TextTokenizer};
+use vl_data::{BadEntries, Framing, ImageBatch, Loader, LoaderConfig, TextTokenizer};
 use vl_training::altclip::{
     AltClipRecipe, Distillation, ParallelBatches, TeacherTraining, held_out_mse, teacher_targets,
 };
@@ -71,12 +71,9 @@ fn zero_shot(
     device: &Device,
 ) -> f64 {
     let scenes = zero_shot_scenes(world, 3);
-    let mut pixels = Vec::new();
+    let mut images = ImageBatch::new(32);
     for (scene, _) in &scenes {
-        to_normalized_chw(
-            &eval_transform(&render_scene(scene, world.image_size), 32),
-            &mut pixels,
-        );
+        images.push(&eval_transform(&render_scene(scene, world.image_size), 32));
     }
     let labels: Vec<usize> = scenes.iter().map(|(_, l)| *l).collect();
     let prompts: Vec<Vec<String>> = zero_shot_classes()
@@ -89,7 +86,7 @@ fn zero_shot(
         })
         .collect();
     let classes = class_embeddings(model, tokenizer, &prompts, 64, device).unwrap();
-    zero_shot_accuracy(&embed_images(model, &pixels, 32, device), &labels, &classes)
+    zero_shot_accuracy(&embed_images(model, &images, device), &labels, &classes)
 }
 
 #[test]

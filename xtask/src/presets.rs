@@ -13,7 +13,7 @@ use std::time::Instant;
 use burn::nn::LayerNormConfig;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -405,13 +405,7 @@ pub fn measure(
                 ..config.clone()
             };
             let data = random_batch(&eval.albef_batch(), eval.text_len, 1);
-            let s = data.size;
-            let pixels = || {
-                Tensor::<4>::from_data(
-                    TensorData::new(data.pixels.clone(), [eval.batch, 3, s, s]),
-                    device,
-                )
-            };
+            let pixels = || data.images.to_tensor(device);
             let text = || {
                 let (ids, mask) = data.text.to_tensors(device);
                 TextInput::new(ids).with_padding(padding_mask(mask))

@@ -3,6 +3,7 @@
 //! and loaders.
 
 pub mod fashion_mnist;
+pub mod images;
 pub mod loader;
 pub mod manifest;
 pub mod parallel;
@@ -10,6 +11,7 @@ pub mod tokenizer;
 pub mod transforms;
 pub mod world;
 
+pub use images::{ImageBatch, eval_images};
 pub use loader::{ImageTextBatch, Loader, LoaderConfig, mix_seed};
 pub use manifest::{BadEntries, CaptionedImage, Location, RetrievalSet, Skipped};
 pub use tokenizer::{EncodedBatch, Framing, SpecialTokens, TextTokenizer};

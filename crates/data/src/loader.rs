@@ -19,14 +19,13 @@ use rand::{RngExt, SeedableRng};
 use rayon::prelude::*;
 
 use crate::DataError;
+use crate::images::ImageBatch;
 use crate::manifest::{BadEntries, CaptionedImage, Skipped};
 
-/// One decoded sample: CHW pixels, caption, index into the manifest.
-type Sample = (Vec<f32>, String, usize);
+/// One transformed sample: image, caption, image id.
+type Sample = (RgbImage, String, usize);
 use crate::tokenizer::{EncodedBatch, TextTokenizer};
-use crate::transforms::{
-    AugmentConfig, eval_transform, mirror_caption, to_normalized_chw, train_transform_flip,
-};
+use crate::transforms::{AugmentConfig, eval_transform, mirror_caption, train_transform_flip};
 
 /// Decodes an image file to 8-bit RGB. The format is read from the file's
 /// first bytes, not its name: NLVR2, for one, ships JPEGs named `.png`.
@@ -47,10 +46,8 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, DataError> {
 /// A training batch.
 #[derive(Debug, Clone)]
 pub struct ImageTextBatch {
-    /// `[batch, 3, size, size]`, normalised, row-major.
-    pub pixels: Vec<f32>,
-    /// Image side.
-    pub size: usize,
+    /// The transformed, normalised images.
+    pub images: ImageBatch,
     /// The chosen caption of each sample.
     pub captions: Vec<String>,
     /// The tokenised captions.
@@ -82,14 +79,12 @@ impl ImageTextBatch {
             parts >= 1 && parts <= n,
             "cannot split a batch of {n} into {parts} shards"
         );
-        let pixels_per_image = 3 * self.size * self.size;
         let mut start = 0;
         (0..parts)
             .map(|part| {
                 let end = start + n / parts + usize::from(part < n % parts);
                 let shard = ImageTextBatch {
-                    pixels: self.pixels[start * pixels_per_image..end * pixels_per_image].to_vec(),
-                    size: self.size,
+                    images: self.images.rows(start..end),
                     captions: self.captions[start..end].to_vec(),
                     text: self.text.rows(start..end),
                     image_ids: self.image_ids[start..end].to_vec(),
@@ -107,14 +102,8 @@ impl ImageTextBatch {
         let lengths = self.text.lengths();
         let mut order: Vec<usize> = (0..self.len()).collect();
         order.sort_by_key(|&r| lengths[r]);
-        let pixels_per_image = 3 * self.size * self.size;
         ImageTextBatch {
-            pixels: order
-                .iter()
-                .flat_map(|&r| &self.pixels[r * pixels_per_image..(r + 1) * pixels_per_image])
-                .copied()
-                .collect(),
-            size: self.size,
+            images: self.images.select(&order),
             captions: order.iter().map(|&r| self.captions[r].clone()).collect(),
             text: self.text.select(&order),
             image_ids: order.iter().map(|&r| self.image_ids[r]).collect(),
@@ -261,17 +250,15 @@ impl Loader {
                     }
                     None => (eval_transform(&image, size), caption),
                 };
-                let mut pixels = Vec::with_capacity(3 * (size * size) as usize);
-                to_normalized_chw(&image, &mut pixels);
-                Ok(Some((pixels, caption, item.image_id)))
+                Ok(Some((image, caption, item.image_id)))
             })
             .collect();
-        let mut pixels = Vec::with_capacity(indices.len() * 3 * (size * size) as usize);
+        let mut images = ImageBatch::new(size as usize);
         let mut captions = Vec::with_capacity(indices.len());
         let mut image_ids = Vec::with_capacity(indices.len());
         for sample in samples {
-            if let Some((p, caption, id)) = sample? {
-                pixels.extend(p);
+            if let Some((image, caption, id)) = sample? {
+                images.push(&image);
                 captions.push(caption);
                 image_ids.push(id);
             }
@@ -281,8 +268,7 @@ impl Loader {
             .tokenizer
             .encode_batch(&refs, Some(self.config.max_tokens))?;
         Ok(ImageTextBatch {
-            pixels,
-            size: size as usize,
+            images,
             captions,
             text,
             image_ids,
@@ -418,25 +404,6 @@ pub fn mix_seed(seed: u64, a: u64, b: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Decodes and resizes images for evaluation, in parallel, into one
-/// `[n, 3, size, size]` buffer.
-pub fn eval_pixels(paths: &[impl AsRef<Path> + Sync], size: u32) -> Result<Vec<f32>, DataError> {
-    let images: Vec<Result<Vec<f32>, DataError>> = paths
-        .par_iter()
-        .map(|path| {
-            let image = eval_transform(&load_rgb(path.as_ref())?, size);
-            let mut pixels = Vec::with_capacity(3 * (size * size) as usize);
-            to_normalized_chw(&image, &mut pixels);
-            Ok(pixels)
-        })
-        .collect();
-    let mut out = Vec::with_capacity(paths.len() * 3 * (size * size) as usize);
-    for image in images {
-        out.extend(image?);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,8 +463,7 @@ mod tests {
             }
         }
         let batch = ImageTextBatch {
-            pixels: (0..15).map(|v| v as f32).collect(),
-            size: 1,
+            images: ImageBatch::from_values((0..15).map(|v| v as f32).collect(), 1),
             captions: (0..5).map(|i| format!("caption {i}")).collect(),
             text: EncodedBatch {
                 ids,
@@ -513,7 +479,7 @@ mod tests {
             [3, 2]
         );
         assert_eq!(
-            shards[0].pixels,
+            shards[0].images.values(),
             (0..9).map(|v| v as f32).collect::<Vec<_>>()
         );
         assert_eq!(shards[1].image_ids, [10, 11]);
@@ -526,13 +492,13 @@ mod tests {
         // One shard is the batch itself.
         let whole = batch.shards(1);
         assert_eq!(whole[0].text, batch.text);
-        assert_eq!(whole[0].pixels, batch.pixels);
+        assert_eq!(whole[0].images, batch.images);
 
         // Sorted by length: 1, 2, 2 (in batch order), 3, 4 tokens.
         let sorted = batch.sorted_by_text_length();
         assert_eq!(sorted.image_ids, [8, 9, 10, 7, 11]);
         assert_eq!(sorted.captions[0], "caption 1");
-        assert_eq!(sorted.pixels[..6], [3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        assert_eq!(sorted.images.values()[..6], [3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
         assert_eq!(sorted.text.len, 4);
         assert_eq!(sorted.text.lengths(), [1, 2, 2, 3, 4]);
         assert_eq!(sorted.text.ids[..8], [10, 0, 0, 0, 20, 21, 0, 0]);
@@ -603,11 +569,10 @@ mod tests {
         .unwrap();
         let batch = loader.epoch(0, 0).next().unwrap().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        let plane = 16;
         let mut flips = 0;
         for (i, caption) in batch.captions.iter().enumerate() {
             // Red channel of the top-left pixel: high unless flipped.
-            let flipped = batch.pixels[i * 3 * plane] < 0.0;
+            let flipped = batch.images.image(i)[0] < 0.0;
             flips += usize::from(flipped);
             let want = if flipped {
                 "a red square on the right"

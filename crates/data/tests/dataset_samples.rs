@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use vl_data::manifest::read_captioned_images;
 use vl_data::parallel::read_parallel_tsv;
-use vl_data::{BadEntries, RetrievalSet, loader::eval_pixels};
+use vl_data::{BadEntries, RetrievalSet, eval_images};
 
 fn sample(dataset: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -23,8 +23,8 @@ fn read(dataset: &str, file: &str) -> (usize, usize) {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(skipped.count(), 0);
     let images: Vec<&Path> = items.iter().map(|i| i.image.as_path()).collect();
-    let pixels = eval_pixels(&images, 16).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(pixels.len(), images.len() * 3 * 16 * 16);
+    let batch = eval_images(&images, 16).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((batch.len(), batch.side()), (images.len(), 16));
     (items.len(), items.iter().map(|i| i.captions.len()).sum())
 }
 

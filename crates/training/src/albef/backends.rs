@@ -13,7 +13,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use vl_data::{EncodedBatch, ImageTextBatch, SpecialTokens};
+use vl_data::{EncodedBatch, ImageBatch, ImageTextBatch, SpecialTokens};
 
 use crate::TrainError;
 use crate::albef::config::{ExecutionConfig, PretrainConfig, StepThreads};
@@ -65,10 +65,12 @@ pub fn random_batch(config: &PretrainConfig, text_len: usize, seed: u64) -> Imag
         })
         .collect();
     ImageTextBatch {
-        pixels: (0..b * 3 * s * s)
-            .map(|_| rng.random_range(-2.0..2.0))
-            .collect(),
-        size: s,
+        images: ImageBatch::from_values(
+            (0..b * 3 * s * s)
+                .map(|_| rng.random_range(-2.0..2.0))
+                .collect(),
+            s,
+        ),
         captions: vec![String::new(); b],
         text: EncodedBatch {
             ids,

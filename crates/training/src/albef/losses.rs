@@ -5,7 +5,7 @@
 //! at the masked positions (the reference's loss ignores the others).
 
 use burn::tensor::activation::softmax;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor};
 use rand::rngs::StdRng;
 use vl_models::blocks::padding_mask;
 use vl_models::{Albef, TextInput};
@@ -25,11 +25,11 @@ pub(super) struct OnlineEncoders {
 pub(super) fn online_encoders(
     model: &Albef,
     groups: &[TextGroup],
-    pixels: TensorData,
+    images: Tensor<4>,
     ad: &Device,
 ) -> OnlineEncoders {
     OnlineEncoders {
-        image_embeds: model.image_embeds(Tensor::from_data(pixels, ad)),
+        image_embeds: model.image_embeds(images.autodiff()),
         texts: encode_text(model, groups, ad),
     }
 }
@@ -165,10 +165,10 @@ pub(super) struct MomentumFeatures {
 pub(super) fn momentum_features(
     momentum: &Albef,
     groups: &[TextGroup],
-    pixels: TensorData,
+    images: Tensor<4>,
     device: &Device,
 ) -> MomentumFeatures {
-    let image_embeds = momentum.image_embeds(Tensor::from_data(pixels, device));
+    let image_embeds = momentum.image_embeds(images);
     MomentumFeatures {
         image_feat: momentum.image_feat(image_embeds.clone()),
         text_feat: text_feat(momentum, &encode_text(momentum, groups, device)),

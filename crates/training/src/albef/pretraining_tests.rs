@@ -31,8 +31,7 @@ fn batch(seed: u64, samples: usize) -> ImageTextBatch {
         [1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1, 1, 0, 0, 0],
     );
     ImageTextBatch {
-        pixels,
-        size: 16,
+        images: vl_data::ImageBatch::from_values(pixels, 16),
         captions: ["a", "b", "c", "d"].map(String::from)[..samples].to_vec(),
         text: EncodedBatch {
             ids: ids[..5 * samples].to_vec(),

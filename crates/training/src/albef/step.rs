@@ -4,7 +4,7 @@
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use vl_data::ImageTextBatch;
@@ -75,8 +75,8 @@ pub(super) fn shard_forward_backward(
     let ad = device.clone().autodiff();
     let batch = &batch.sorted_by_text_length();
     let b = batch.len();
-    let s = batch.size;
-    let pixels = TensorData::new(batch.pixels.clone(), [b, 3, s, s]);
+    // Uploaded once; the online passes see it on the autodiff device.
+    let images = batch.images.to_tensor(device);
     let masked = mask_tokens(&batch.text.ids, context.masking, &mut rng);
     let groups = text_groups(&batch.text, &masked, context.text_groups);
     let mlm = MlmInputs {
@@ -92,7 +92,7 @@ pub(super) fn shard_forward_backward(
         let ((loss_mlm, grads_mlm), (losses, grads, (image_feat_m, text_feat_m))) = join(
             true,
             || {
-                let momentum_out = momentum_features(momentum, &groups, pixels.clone(), device);
+                let momentum_out = momentum_features(momentum, &groups, images.clone(), device);
                 let feats = (
                     momentum_out.image_feat.clone(),
                     momentum_out.text_feat.clone(),
@@ -101,7 +101,7 @@ pub(super) fn shard_forward_backward(
                 // has panicked, which the scope reports.
                 let _ = features_sender.send(feats);
                 let soft = momentum_soft_targets(momentum, momentum_out, &mlm, device);
-                let image_embeds = replica.image_embeds(Tensor::from_data(pixels.clone(), &ad));
+                let image_embeds = replica.image_embeds(images.clone().autodiff());
                 match mlm_branch(&replica, image_embeds, &mlm, soft, &ad) {
                     Some(loss) => (
                         scalar(&loss),
@@ -111,7 +111,7 @@ pub(super) fn shard_forward_backward(
                 }
             },
             || {
-                let online = online_encoders(model, &groups, pixels.clone(), &ad);
+                let online = online_encoders(model, &groups, images.clone(), &ad);
                 let feats: (Tensor<2>, Tensor<2>) =
                     features.recv().expect("the momentum pass panicked");
                 let (itc, itm) = itc_itm(model, online, &feats.0, &feats.1, context, &mut rng);
@@ -133,11 +133,11 @@ pub(super) fn shard_forward_backward(
     let (momentum_out, online) = join(
         context.threads == StepThreads::OverlapMomentum,
         || {
-            let out = momentum_features(momentum, &groups, pixels.clone(), device);
+            let out = momentum_features(momentum, &groups, images.clone(), device);
             let feats = (out.image_feat.clone(), out.text_feat.clone());
             (feats, momentum_soft_targets(momentum, out, &mlm, device))
         },
-        || online_encoders(model, &groups, pixels.clone(), &ad),
+        || online_encoders(model, &groups, images.clone(), &ad),
     );
     let ((image_feat_m, text_feat_m), soft) = momentum_out;
     let loss_mlm = mlm_branch(model, online.image_embeds.clone(), &mlm, soft, &ad)

@@ -27,9 +27,10 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use vl_data::ImageBatch;
 use vl_data::loader::load_rgb;
 use vl_data::mix_seed;
-use vl_data::transforms::{AugmentConfig, eval_transform, to_normalized_chw, train_transform};
+use vl_data::transforms::{AugmentConfig, eval_transform, train_transform};
 use vl_data::world::{
     PATCH_LABELS, Scene, attribute_labels, labelled_scenes, patch_labels, read_world, render_scene,
 };
@@ -458,7 +459,7 @@ fn shard_loss(
 ) -> (f32, GradientsParams) {
     let (size, n, labels) = (at.image_size as usize, rows.len(), train.label_count());
     let dense = at.token_labels > 0.0;
-    let mut pixels = Vec::with_capacity(n * 3 * size * size);
+    let mut images = ImageBatch::new(size);
     let mut targets = Vec::with_capacity(n * labels);
     let mut patch_targets = Vec::new();
     for (j, &row) in rows.iter().enumerate() {
@@ -470,10 +471,10 @@ fn shard_loss(
             let mut rng = StdRng::seed_from_u64(mix_seed(at.seed, at.step as u64, purpose));
             train_transform(&train.images[row], at.image_size, at.augment, &mut rng)
         };
-        to_normalized_chw(&image, &mut pixels);
+        images.push(&image);
         targets.extend_from_slice(&train.labels[row]);
     }
-    let pixels = Tensor::<4>::from_data(TensorData::new(pixels, [n, 3, size, size]), at.device);
+    let pixels = images.to_tensor(at.device);
     let targets = Tensor::<2>::from_data(TensorData::new(targets, [n, labels]), at.device);
     let (logits, patch_logits) = model.forward(pixels);
     let mut loss = multi_label_bce(logits, targets);
@@ -498,13 +499,11 @@ fn score(model: &Tagger, set: &LabelledImages, image_size: u32, device: &Device)
     let (mut tp, mut fp, mut fn_, mut exact) = (0usize, 0usize, 0usize, 0usize);
     for start in (0..set.len()).step_by(256) {
         let rows = start..(start + 256).min(set.len());
-        let mut pixels = Vec::with_capacity(rows.len() * 3 * size * size);
+        let mut images = ImageBatch::new(size);
         for row in rows.clone() {
-            to_normalized_chw(&eval_transform(&set.images[row], image_size), &mut pixels);
+            images.push(&eval_transform(&set.images[row], image_size));
         }
-        let pixels =
-            Tensor::<4>::from_data(TensorData::new(pixels, [rows.len(), 3, size, size]), device);
-        let logits = model.forward(pixels).0.into_data();
+        let logits = model.forward(images.to_tensor(device)).0.into_data();
         let logits = logits.as_slice::<f32>().expect("f32 logits");
         for (k, row) in rows.enumerate() {
             let mut all_right = true;

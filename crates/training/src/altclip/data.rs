@@ -5,16 +5,17 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use image::RgbImage;
 use rayon::prelude::*;
 use vl_data::fashion_mnist::{self, FashionMnist, Split};
 use vl_data::manifest::read_captioned_images;
 use vl_data::parallel::{gettext_pairs, read_parallel_tsv};
-use vl_data::transforms::{eval_transform, pre_caption, to_normalized_chw};
+use vl_data::transforms::{eval_transform, pre_caption};
 use vl_data::world::{
     Language, WorldConfig, class_prompts, existing_world, files, render_scene, write_world,
     zero_shot_classes, zero_shot_scenes,
 };
-use vl_data::{BadEntries, CaptionedImage, RetrievalSet, loader::eval_pixels};
+use vl_data::{BadEntries, CaptionedImage, ImageBatch, RetrievalSet, eval_images};
 
 use crate::TrainError;
 use crate::altclip::recipe::AltClipRecipe;
@@ -182,12 +183,12 @@ impl Task {
         self.manifest(&files::pretrain(Language::En), recipe)
     }
 
-    /// Stage 2's training images (normalised pixels) and each image's
-    /// captions in every language.
+    /// Stage 2's training images and each image's captions in every
+    /// language.
     pub fn contrastive_items(
         &self,
         recipe: &AltClipRecipe,
-    ) -> Result<(Vec<f32>, Vec<Vec<String>>), TrainError> {
+    ) -> Result<(ImageBatch, Vec<Vec<String>>), TrainError> {
         let mut captions: Vec<Vec<String>> = Vec::new();
         let mut images: Vec<PathBuf> = Vec::new();
         let mut index: HashMap<PathBuf, usize> = HashMap::new();
@@ -201,8 +202,8 @@ impl Task {
                 captions[i].extend(item.captions);
             }
         }
-        let pixels = eval_pixels(&images, recipe.teacher.vision_config.image_size as u32)?;
-        Ok((pixels, captions))
+        let images = eval_images(&images, recipe.teacher.vision_config.image_size as u32)?;
+        Ok((images, captions))
     }
 }
 
@@ -392,12 +393,12 @@ impl PairSet {
 /// Held-out evaluation data: zero-shot images with labels, retrieval
 /// images, and the per-language prompts and captions.
 pub struct EvalSet {
-    /// Normalised pixels of the zero-shot images.
-    pub zero_shot_pixels: Vec<f32>,
+    /// The zero-shot images.
+    pub zero_shot_images: ImageBatch,
     /// Their classes.
     pub zero_shot_labels: Vec<usize>,
-    /// Normalised pixels of the retrieval images (the same in every language).
-    pub retrieval_pixels: Option<Vec<f32>>,
+    /// The retrieval images (the same in every language).
+    pub retrieval_images: Option<ImageBatch>,
     /// Per language.
     pub languages: Vec<EvalLanguage>,
     classes: usize,
@@ -415,25 +416,20 @@ impl EvalSet {
                 languages,
             } => {
                 let scenes = zero_shot_scenes(config, ZERO_SHOT_PER_CLASS);
-                let images: Vec<Vec<f32>> = scenes
+                let images: Vec<RgbImage> = scenes
                     .par_iter()
-                    .map(|(scene, _)| {
-                        let image = eval_transform(&render_scene(scene, config.image_size), size);
-                        let mut pixels = Vec::new();
-                        to_normalized_chw(&image, &mut pixels);
-                        pixels
-                    })
+                    .map(|(scene, _)| eval_transform(&render_scene(scene, config.image_size), size))
                     .collect();
                 let classes = zero_shot_classes();
-                let mut retrieval_pixels = None;
+                let mut retrieval_images = None;
                 let mut langs = Vec::new();
                 for &l in languages {
                     let path = dir.join(files::retrieval("test", l));
                     let items =
                         read_captioned_images(&path, None, recipe.max_words, BadEntries::Fail)?.0;
                     let set = RetrievalSet::new(&items);
-                    if retrieval_pixels.is_none() {
-                        retrieval_pixels = Some(eval_pixels(&set.images, size)?);
+                    if retrieval_images.is_none() {
+                        retrieval_images = Some(eval_images(&set.images, size)?);
                     }
                     langs.push(EvalLanguage {
                         code: l.code().to_owned(),
@@ -447,9 +443,9 @@ impl EvalSet {
                     });
                 }
                 Ok(Self {
-                    zero_shot_pixels: images.concat(),
+                    zero_shot_images: ImageBatch::from_images(&images, size as usize),
                     zero_shot_labels: scenes.iter().map(|(_, label)| *label).collect(),
-                    retrieval_pixels,
+                    retrieval_images,
                     languages: langs,
                     classes: classes.len(),
                 })
@@ -477,9 +473,9 @@ impl EvalSet {
                         ))
                     })?;
                 Ok(Self {
-                    zero_shot_pixels: eval_pixels(&paths, size)?,
+                    zero_shot_images: eval_images(&paths, size)?,
                     zero_shot_labels: labels,
-                    retrieval_pixels: None,
+                    retrieval_images: None,
                     languages: languages
                         .iter()
                         .map(|&l| EvalLanguage {

@@ -4,7 +4,7 @@
 //! forward does not clamp).
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use vl_data::ImageTextBatch;
 use vl_models::ClipModel;
 use vl_models::blocks::padding_mask;
@@ -63,13 +63,11 @@ impl Trainee for TeacherTraining {
         batch: &ImageTextBatch,
         steps_per_epoch: usize,
     ) -> Result<StepReport, TrainError> {
-        let (b, s) = (batch.len(), batch.size);
         self.stage.step(
             steps_per_epoch,
             "loss_clip",
             |model, ad| {
-                let pixels =
-                    Tensor::<4>::from_data(TensorData::new(batch.pixels.clone(), [b, 3, s, s]), ad);
+                let pixels = batch.images.to_tensor(ad);
                 let (ids, mask) = batch.text.to_tensors(ad);
                 let out = model.forward(ids, Some(padding_mask(mask)), pixels);
                 Ok(clip_loss(out.logits_per_text))

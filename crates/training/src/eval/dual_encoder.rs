@@ -3,8 +3,8 @@
 //! definitions, and zero-shot classification by prompt ensembles (Radford et
 //! al. 2021, §3.1.4).
 
-use burn::tensor::{Device, Tensor, TensorData};
-use vl_data::{EncodedBatch, RetrievalSet, TextTokenizer};
+use burn::tensor::{Device, Tensor};
+use vl_data::{EncodedBatch, ImageBatch, RetrievalSet, TextTokenizer};
 use vl_models::blocks::{l2_normalize, padding_mask};
 use vl_models::{AltClipModel, ClipModel, TextInput};
 
@@ -69,20 +69,14 @@ pub fn embed_texts(
     Ok(out)
 }
 
-/// Unit-norm image embeddings `[images, dim]` of normalised pixels
-/// (`[images, 3, size, size]`, row-major).
-pub fn embed_images(
-    model: &impl DualEncoder,
-    pixels: &[f32],
-    size: usize,
-    device: &Device,
-) -> Vec<f32> {
-    let per_image = 3 * size * size;
+/// Unit-norm image embeddings `[images, dim]`, row-major.
+pub fn embed_images(model: &impl DualEncoder, images: &ImageBatch, device: &Device) -> Vec<f32> {
     let mut out = Vec::new();
-    for chunk in pixels.chunks(EVAL_BATCH * per_image) {
-        let n = chunk.len() / per_image;
-        let x = Tensor::<4>::from_data(TensorData::new(chunk.to_vec(), [n, 3, size, size]), device);
-        out.extend(to_vec(l2_normalize(model.image_features(x), 1e-12)));
+    for chunk in images.chunks(EVAL_BATCH) {
+        out.extend(to_vec(l2_normalize(
+            model.image_features(chunk.to_tensor(device)),
+            1e-12,
+        )));
     }
     out
 }

@@ -7,9 +7,9 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
-use vl_data::{RetrievalSet, TextTokenizer};
+use vl_data::{RetrievalSet, TextTokenizer, eval_images};
 use vl_models::blocks::padding_mask;
 use vl_models::{Albef, TextInput};
 
@@ -278,11 +278,9 @@ fn encode(
     }
     let mut image_embeds = Vec::new();
     let mut image_feat = Vec::new();
-    let s = eval.image_size as usize;
     for paths in set.images.chunks(eval.batch_size) {
-        let pixels = vl_data::loader::eval_pixels(paths, eval.image_size)?;
-        let image = Tensor::<4>::from_data(TensorData::new(pixels, [paths.len(), 3, s, s]), device);
-        let embeds = model.image_embeds(image);
+        let images = eval_images(paths, eval.image_size)?;
+        let embeds = model.image_embeds(images.to_tensor(device));
         image_feat.push(model.image_feat(embeds.clone()));
         image_embeds.push(embeds);
     }
