@@ -16,9 +16,10 @@ use vl_backend::Backend;
 use vl_data::TextTokenizer;
 use vl_training::altclip::AltClipRecipe;
 use vl_training::altclip::data::{DataSource, EvalSet, PairSet, Task, languages};
+use vl_training::altclip::evaluation::{Results, evaluate};
 use vl_training::altclip::pipeline::{
-    Results, Stage1Start, default_run, evaluate, load_any_teacher, load_hf_student,
-    load_student_run, load_teacher_run, run_contrastive, run_distill, train_teacher,
+    Stage1Start, default_run, load_any_teacher, load_hf_student, load_student_run,
+    load_teacher_run, run_contrastive, run_distill, train_teacher,
 };
 use vl_training::eval::dual_encoder::embed_texts;
 use vl_training::runner::checkpoint::JobKind;

@@ -21,6 +21,9 @@ pub mod bert;
 pub mod clip;
 pub mod vit;
 
+mod keys;
+pub use keys::{KeyRule, prefixed, rule, to_checkpoint_key, to_model_key};
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -368,108 +371,6 @@ pub fn skip_hf_buffers(key: &str) -> Option<&'static str> {
         .then_some("index buffer, recomputed by the model")
 }
 
-/// One renaming between a checkpoint key prefix and a model field path.
-///
-/// Both sides are dot-separated templates matched segment by segment; `{n}`
-/// matches a number and carries it over. A key matches when the template is a
-/// prefix of it; the rest of the key is kept.
-///
-/// Rules are tried in order and the first match wins, in both directions, so
-/// a more specific rule must come before a more general one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRule {
-    /// Template in the checkpoint's naming.
-    pub checkpoint: String,
-    /// Template in our field naming.
-    pub model: String,
-}
-
-/// Shorthand for a [`KeyRule`].
-pub fn rule(checkpoint: &str, model: &str) -> KeyRule {
-    KeyRule {
-        checkpoint: checkpoint.to_owned(),
-        model: model.to_owned(),
-    }
-}
-
-/// The same rules under a prefix on each side (`"bert."` → `"text_encoder.bert."`).
-pub fn prefixed(checkpoint_prefix: &str, model_prefix: &str, rules: &[KeyRule]) -> Vec<KeyRule> {
-    let mut out: Vec<KeyRule> = rules
-        .iter()
-        .map(|r| KeyRule {
-            checkpoint: format!("{checkpoint_prefix}{}", r.checkpoint),
-            model: format!("{model_prefix}{}", r.model),
-        })
-        .collect();
-    // Keys under the prefix that no rule renames still need the prefix swap.
-    let (from, to) = (
-        checkpoint_prefix.trim_end_matches('.'),
-        model_prefix.trim_end_matches('.'),
-    );
-    if from != to && !from.is_empty() && !to.is_empty() {
-        out.push(rule(from, to));
-    }
-    out
-}
-
-/// Rewrites `key` by the first rule whose `from` side matches; unchanged when
-/// none does.
-fn rewrite(rules: &[KeyRule], key: &str, to_model: bool) -> String {
-    for rule in rules {
-        let (from, to) = if to_model {
-            (&rule.checkpoint, &rule.model)
-        } else {
-            (&rule.model, &rule.checkpoint)
-        };
-        if let Some(rewritten) = rewrite_one(from, to, key) {
-            return rewritten;
-        }
-    }
-    key.to_owned()
-}
-
-fn rewrite_one(from: &str, to: &str, key: &str) -> Option<String> {
-    let template: Vec<&str> = from.split('.').collect();
-    let segments: Vec<&str> = key.split('.').collect();
-    if segments.len() < template.len() {
-        return None;
-    }
-    let mut numbers = Vec::new();
-    for (t, s) in template.iter().zip(&segments) {
-        if *t == "{n}" {
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            numbers.push(*s);
-        } else if t != s {
-            return None;
-        }
-    }
-    let mut numbers = numbers.into_iter();
-    let mut out: Vec<&str> = to
-        .split('.')
-        .map(|t| {
-            if t == "{n}" {
-                numbers.next().expect("same placeholders")
-            } else {
-                t
-            }
-        })
-        .collect();
-    out.extend(&segments[template.len()..]);
-    Some(out.join("."))
-}
-
-/// Renames a checkpoint key to our field path.
-pub fn to_model_key(rules: &[KeyRule], key: &str) -> String {
-    rewrite(rules, key, true)
-}
-
-/// Renames one of our field paths to the checkpoint key it comes from.
-pub fn to_checkpoint_key(rules: &[KeyRule], key: &str) -> String {
-    rewrite(rules, key, false)
-}
-
 /// The model's parameters in PyTorch naming and layout (`weight`/`bias` for
 /// LayerNorms, `Linear` weights as `[out, in]`), by field path.
 pub fn expected_shapes<M: Module>(model: &M) -> BTreeMap<String, Vec<usize>> {
@@ -619,66 +520,4 @@ pub fn hf_weights_file(dir: &Path) -> Result<PathBuf, ImportError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rules() -> Vec<KeyRule> {
-        vec![
-            rule(
-                "encoder.layer.{n}.attention.output.dense",
-                "encoder.layer.{n}.attention.out",
-            ),
-            rule(
-                "encoder.layer.{n}.attention.self",
-                "encoder.layer.{n}.attention",
-            ),
-            rule(
-                "encoder.layer.{n}.output.LayerNorm",
-                "encoder.layer.{n}.mlp_norm",
-            ),
-        ]
-    }
-
-    #[test]
-    fn rules_rename_both_ways() {
-        let rules = rules();
-        for key in [
-            "encoder.layer.11.attention.self.query.weight",
-            "encoder.layer.3.attention.output.dense.bias",
-            "encoder.layer.0.output.LayerNorm.bias",
-        ] {
-            let model = to_model_key(&rules, key);
-            assert_ne!(model, key);
-            assert_eq!(to_checkpoint_key(&rules, &model), key);
-        }
-        assert_eq!(
-            to_model_key(&rules, "encoder.layer.11.attention.self.query.weight"),
-            "encoder.layer.11.attention.query.weight"
-        );
-    }
-
-    #[test]
-    fn rules_need_whole_segments_and_numbers() {
-        // `layers` is not `layer`, and `x` is not a number: both pass through.
-        let rules = rules();
-        for key in [
-            "encoder.layers.0.attention.self.query.weight",
-            "encoder.layer.x.attention.self.q",
-        ] {
-            assert_eq!(to_model_key(&rules, key), key);
-        }
-    }
-
-    #[test]
-    fn prefixed_rules_move_unrenamed_keys_too() {
-        let rules = prefixed("bert.", "text_encoder.bert.", &rules());
-        assert_eq!(
-            to_model_key(&rules, "bert.encoder.layer.1.attention.self.key.weight"),
-            "text_encoder.bert.encoder.layer.1.attention.key.weight"
-        );
-        assert_eq!(
-            to_model_key(&rules, "bert.embeddings.word_embeddings.weight"),
-            "text_encoder.bert.embeddings.word_embeddings.weight"
-        );
-    }
-}
+mod tests;

@@ -436,7 +436,9 @@ fn check_model(model: &AlbefConfig, c: &mut Checks) {
     );
     c.positive(model.patch_size, "patch_size");
     c.require(
-        model.patch_size > 0 && model.image_res.is_multiple_of(model.patch_size) && model.image_res > 0,
+        model.patch_size > 0
+            && model.image_res.is_multiple_of(model.patch_size)
+            && model.image_res > 0,
         "image_res",
         format_args!(
             "{} is not a multiple of patch_size {}",

@@ -20,6 +20,7 @@
 pub mod contrastive;
 pub mod data;
 pub mod distill;
+pub mod evaluation;
 pub mod pipeline;
 pub mod recipe;
 mod stage;
