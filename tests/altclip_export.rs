@@ -17,8 +17,9 @@ fn an_exported_student_loads_back_identically() {
     recipe.student.roberta.vocab_size = 60;
     let config = recipe.student_config();
     let model = config.init(&device);
-    let dir = std::env::temp_dir().join(format!("vl-altclip-export-{}", std::process::id()));
-    save_altclip_dir(&model, &config, &dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    save_altclip_dir(&model, &config, dir).unwrap();
 
     let tensors = TensorMap::read(&dir.join("model.safetensors")).unwrap();
     assert_eq!(
@@ -33,8 +34,7 @@ fn an_exported_student_loads_back_identically() {
     assert_eq!(json["model_type"], "altclip");
     assert_eq!(json["text_config"]["model_type"], "altclip_text_model");
 
-    let (loaded, report) = load_altclip_dir(&dir, &device).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    let (loaded, report) = load_altclip_dir(dir, &device).unwrap();
     assert_eq!(report.loaded, tensors.len());
     let ids = Tensor::<2, Int>::from_data([[0, 7, 9, 11, 2], [0, 8, 2, 1, 1]], &device);
     let input = TextInput::new(ids.clone()).with_padding(ids.equal_elem(1));

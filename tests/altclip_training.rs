@@ -4,7 +4,6 @@
 //! far above chance. A small world and one layer per tower keep this to
 //! CI's budget; `cargo run -p altclip-distill` is the full-size run.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use burn::tensor::Device;
@@ -23,13 +22,6 @@ use vl_training::eval::dual_encoder::{
     DualEncoder, class_embeddings, embed_images, zero_shot_accuracy,
 };
 use vl_training::runner::{RunPaths, StopAt, train};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vl-altclip-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// `(english, chinese)` pairs as stage-1 batches with the teacher's targets.
 fn batches(
@@ -91,7 +83,8 @@ fn zero_shot(
 
 #[test]
 fn teacher_learning_transfers_zero_shot_classification_to_chinese() {
-    let dir = scratch("distill");
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
     let world = WorldConfig {
         seed: 4,
         images: 1600,
@@ -100,7 +93,7 @@ fn teacher_learning_transfers_zero_shot_classification_to_chinese() {
         languages: vec![Language::En, Language::Zh],
         ..WorldConfig::default()
     };
-    write_world(&world, &dir).unwrap();
+    write_world(&world, dir).unwrap();
     let device = Device::flex();
     let mut recipe = AltClipRecipe::tiny();
     recipe.teacher.text_config.num_hidden_layers = 1;
@@ -220,7 +213,6 @@ fn teacher_learning_transfers_zero_shot_classification_to_chinese() {
         "held-out MSE {before:.4} → {after:.4}; zero-shot: teacher (en) {teacher_en:.3}, \
          student (zh) {student_zh:.3}, chance {chance:.3}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(after < 0.5 * before, "MSE {before} → {after}");
     assert!(teacher_en > 5.0 * chance, "teacher {teacher_en}");
     assert!(student_zh > 4.0 * chance, "student {student_zh}");

@@ -176,12 +176,12 @@ fn burnpack_checkpoints_round_trip_exactly() {
     let device = Device::flex();
     let config = AlbefConfig::tiny(50);
     let model = config.init(true, &device);
-    let path = std::env::temp_dir().join(format!("vl-roundtrip-{}.bpk", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("roundtrip.bpk");
     model.clone().save_file(&path).unwrap();
     // burnpack reads tensors lazily from the file: compare before deleting.
     let reloaded = config.init(true, &device).load_file(&path);
     assert_same_parameters(&model, &reloaded);
-    std::fs::remove_file(&path).unwrap();
 }
 
 fn assert_same_parameters<M: Module>(a: &M, b: &M) {

@@ -50,8 +50,8 @@ fn a_perturbed_weight_fails_parity() {
     // The harness must be able to fail: shift one LayerNorm bias (which the
     // default HF init would leave at zero) and expect a large error.
     let source = fixture("bert");
-    let dir = std::env::temp_dir().join(format!("vl-parity-perturbed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
     for file in ["config.json", "io.safetensors"] {
         std::fs::copy(source.join(file), dir.join(file)).unwrap();
     }
@@ -69,8 +69,7 @@ fn a_perturbed_weight_fails_parity() {
         .write_safetensors(&dir.join("model.safetensors"))
         .unwrap();
 
-    let report = vl_parity::check_dir(&dir, TOLERANCE, &Device::flex()).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    let report = vl_parity::check_dir(dir, TOLERANCE, &Device::flex()).unwrap();
     assert!(!report.passed(), "{report}");
     assert!(report.max_abs_error() > 1e-3, "{report}");
 }

@@ -40,8 +40,8 @@ fn run(args: &[&str]) -> String {
 
 #[test]
 fn the_stages_run_from_hf_directories_and_export() {
-    let dir = std::env::temp_dir().join(format!("vl-altclip-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
     let world = dir.join("world");
     write_world(
         &WorldConfig {
@@ -70,8 +70,8 @@ fn the_stages_run_from_hf_directories_and_export() {
         TextTokenizer::train_wordpiece(en.iter(), 99, Framing::StartEnd).unwrap();
     let student_tokenizer = TextTokenizer::train_unigram(en.iter().chain(&de), 99).unwrap();
     assert!(teacher_tokenizer.vocab_size() <= 99 && student_tokenizer.vocab_size() <= 99);
-    let teacher = hf_dir("clip", &teacher_tokenizer, &dir);
-    let student = hf_dir("xlm_roberta", &student_tokenizer, &dir);
+    let teacher = hf_dir("clip", &teacher_tokenizer, dir);
+    let student = hf_dir("xlm_roberta", &student_tokenizer, dir);
     let path = |p: &Path| p.to_str().unwrap().to_owned();
     let (world, stage1, stage2, export) = (
         path(&world),
@@ -131,5 +131,4 @@ fn the_stages_run_from_hf_directories_and_export() {
     );
     run(&["export", "--student", &checkpoint2, "--out", &export]);
     assert!(Path::new(&export).join("model.safetensors").is_file());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

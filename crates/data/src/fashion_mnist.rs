@@ -119,7 +119,7 @@ pub fn read_fashion_mnist(dir: &Path, split: Split) -> Result<FashionMnist, Data
     let prefix = split.prefix();
     let (images_path, images_bytes) = read_maybe_gz(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let (labels_path, labels_bytes) = read_maybe_gz(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-    let io = |path: &Path, message: String| DataError::Io {
+    let io = |path: &Path, message: String| DataError::Format {
         path: path.to_owned(),
         message,
     };
@@ -157,25 +157,30 @@ pub fn read_fashion_mnist(dir: &Path, split: Split) -> Result<FashionMnist, Data
 fn read_maybe_gz(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>), DataError> {
     let gz = dir.join(format!("{name}.gz"));
     let raw = dir.join(name);
-    let io = |path: &Path, message: String| DataError::Io {
-        path: path.to_owned(),
-        message,
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| DataError::Io { path, source }
     };
     if gz.is_file() {
-        let file = std::fs::File::open(&gz).map_err(|e| io(&gz, e.to_string()))?;
+        let file = std::fs::File::open(&gz).map_err(io(&gz))?;
         let mut bytes = Vec::new();
         flate2::read::GzDecoder::new(std::io::BufReader::new(file))
             .read_to_end(&mut bytes)
-            .map_err(|e| io(&gz, format!("gunzip: {e}")))?;
+            .map_err(|source| DataError::Gunzip {
+                path: gz.clone(),
+                source,
+            })?;
         Ok((gz, bytes))
     } else if raw.is_file() {
-        let bytes = std::fs::read(&raw).map_err(|e| io(&raw, e.to_string()))?;
+        let bytes = std::fs::read(&raw).map_err(io(&raw))?;
         Ok((raw, bytes))
     } else {
-        Err(io(
-            &gz,
-            format!("not found (nor uncompressed {name}); is `dataset-fashion-mnist` installed?"),
-        ))
+        Err(DataError::Format {
+            path: gz,
+            message: format!(
+                "not found (nor uncompressed {name}); is `dataset-fashion-mnist` installed?"
+            ),
+        })
     }
 }
 
@@ -386,10 +391,8 @@ mod tests {
         encoder.finish().unwrap()
     }
 
-    fn dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("vl-fmnist-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    fn dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     /// Three 2 × 3 images with labels 0, 9, 4.
@@ -409,9 +412,10 @@ mod tests {
     #[test]
     fn reads_gzipped_and_plain_idx() {
         for compress in [true, false] {
-            let dir = dir(&format!("ok-{compress}"));
-            write_tiny(&dir, &[0, 9, 4], compress);
-            let data = read_fashion_mnist(&dir, Split::Test).unwrap();
+            let scratch = self::dir();
+            let dir = scratch.path();
+            write_tiny(dir, &[0, 9, 4], compress);
+            let data = read_fashion_mnist(dir, Split::Test).unwrap();
             assert_eq!((data.len(), data.rows, data.cols), (3, 2, 3));
             assert_eq!(data.labels, [0, 9, 4]);
             assert_eq!(data.pixels(1), [6, 7, 8, 9, 10, 11]);
@@ -423,9 +427,10 @@ mod tests {
 
     #[test]
     fn bad_files_are_errors_naming_the_file() {
-        let dir = dir("count");
-        write_tiny(&dir, &[0, 9], true);
-        let err = read_fashion_mnist(&dir, Split::Test)
+        let scratch = self::dir();
+        let dir = scratch.path();
+        write_tiny(dir, &[0, 9], true);
+        let err = read_fashion_mnist(dir, Split::Test)
             .unwrap_err()
             .to_string();
         assert!(
@@ -433,18 +438,20 @@ mod tests {
             "{err}"
         );
 
-        let dir = self::dir("label");
-        write_tiny(&dir, &[0, 10, 4], true);
-        let err = read_fashion_mnist(&dir, Split::Test)
+        let scratch = self::dir();
+        let dir = scratch.path();
+        write_tiny(dir, &[0, 10, 4], true);
+        let err = read_fashion_mnist(dir, Split::Test)
             .unwrap_err()
             .to_string();
         assert!(err.contains("label 10 of image 1"), "{err}");
 
-        let dir = self::dir("magic");
-        write_tiny(&dir, &[0, 9, 4], true);
+        let scratch = self::dir();
+        let dir = scratch.path();
+        write_tiny(dir, &[0, 9, 4], true);
         let labels = idx(0x803, &[3], &[0, 9, 4]);
         std::fs::write(dir.join("t10k-labels-idx1-ubyte.gz"), gz(&labels)).unwrap();
-        let err = read_fashion_mnist(&dir, Split::Test)
+        let err = read_fashion_mnist(dir, Split::Test)
             .unwrap_err()
             .to_string();
         assert!(
@@ -452,11 +459,12 @@ mod tests {
             "{err}"
         );
 
-        let dir = self::dir("size");
-        write_tiny(&dir, &[0, 9, 4], false);
+        let scratch = self::dir();
+        let dir = scratch.path();
+        write_tiny(dir, &[0, 9, 4], false);
         let images = idx(0x803, &[3, 2, 3], &[0; 17]);
         std::fs::write(dir.join("t10k-images-idx3-ubyte"), images).unwrap();
-        let err = read_fashion_mnist(&dir, Split::Test)
+        let err = read_fashion_mnist(dir, Split::Test)
             .unwrap_err()
             .to_string();
         assert!(
@@ -464,14 +472,15 @@ mod tests {
             "{err}"
         );
 
-        let dir = self::dir("gzip");
+        let scratch = self::dir();
+        let dir = scratch.path();
         std::fs::write(dir.join("t10k-images-idx3-ubyte.gz"), b"not gzip").unwrap();
-        let err = read_fashion_mnist(&dir, Split::Test)
+        let err = read_fashion_mnist(dir, Split::Test)
             .unwrap_err()
             .to_string();
         assert!(err.contains("gunzip"), "{err}");
 
-        let err = read_fashion_mnist(&self::dir("none"), Split::Train)
+        let err = read_fashion_mnist(self::dir().path(), Split::Train)
             .unwrap_err()
             .to_string();
         assert!(

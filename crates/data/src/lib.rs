@@ -20,12 +20,39 @@ pub use tokenizer::{EncodedBatch, Framing, SpecialTokens, TextTokenizer};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// A file could not be read or written.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     Io {
         /// The file.
         path: std::path::PathBuf,
-        /// What went wrong.
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file was read but its contents are not what they should be.
+    #[error("{path}: {message}")]
+    Format {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
         message: String,
+    },
+    /// A compressed file could not be decompressed.
+    #[error("{path}: gunzip: {source}")]
+    Gunzip {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The decompressor's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file does not parse or has the wrong shape.
+    #[error("{path}: {source}")]
+    Json {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
     },
     /// A manifest entry is unusable.
     #[error("{location}: {message}")]
@@ -35,13 +62,23 @@ pub enum DataError {
         /// What is wrong with it.
         message: String,
     },
-    /// An image could not be decoded.
-    #[error("image {path}: {message}")]
+    /// A manifest entry whose file cannot be used.
+    #[error("{location}: {source}")]
+    BadEntry {
+        /// Where the entry is.
+        location: manifest::Location,
+        /// Why its file cannot be used.
+        #[source]
+        source: Box<DataError>,
+    },
+    /// An image could not be decoded or encoded.
+    #[error("image {path}: {source}")]
     Image {
         /// The image file.
         path: std::path::PathBuf,
-        /// The decoder's message.
-        message: String,
+        /// The codec's error.
+        #[source]
+        source: image::ImageError,
     },
     /// A data set too small for one batch.
     #[error("{samples} usable samples{} cannot fill a batch of {batch_size}", .source_file.as_ref().map(|f| format!(" in {}", f.display())).unwrap_or_default())]
@@ -53,12 +90,13 @@ pub enum DataError {
         /// The (first) manifest they come from.
         source_file: Option<std::path::PathBuf>,
     },
-    /// A tokenizer file could not be loaded or used.
-    #[error("tokenizer {path}: {message}")]
+    /// A tokenizer could not be loaded, trained, saved or used.
+    #[error("tokenizer {path}: {source}")]
     Tokenizer {
-        /// The `tokenizer.json`.
+        /// The `tokenizer.json` (`<training>` while one is trained).
         path: std::path::PathBuf,
-        /// What went wrong.
-        message: String,
+        /// The tokenizers library's error.
+        #[source]
+        source: tokenizers::Error,
     },
 }

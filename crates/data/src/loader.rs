@@ -30,17 +30,20 @@ use crate::transforms::{AugmentConfig, eval_transform, mirror_caption, train_tra
 /// Decodes an image file to 8-bit RGB. The format is read from the file's
 /// first bytes, not its name: NLVR2, for one, ships JPEGs named `.png`.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, DataError> {
-    let error = |message: String| DataError::Image {
+    let io = |source| DataError::Io {
         path: path.to_owned(),
-        message,
+        source,
     };
     image::ImageReader::open(path)
-        .map_err(|e| error(e.to_string()))?
+        .map_err(io)?
         .with_guessed_format()
-        .map_err(|e| error(e.to_string()))?
+        .map_err(io)?
         .decode()
         .map(|i| i.to_rgb8())
-        .map_err(|e| error(e.to_string()))
+        .map_err(|source| DataError::Image {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// A training batch.
@@ -224,9 +227,9 @@ impl Loader {
                     Ok(image) => image,
                     Err(e) => {
                         return match self.config.bad {
-                            BadEntries::Fail => Err(DataError::Manifest {
+                            BadEntries::Fail => Err(DataError::BadEntry {
                                 location: item.location.clone(),
-                                message: e.to_string(),
+                                source: Box::new(e),
                             }),
                             BadEntries::Skip => {
                                 self.skipped
@@ -523,8 +526,8 @@ mod tests {
     #[test]
     fn a_flipped_image_gets_the_mirrored_caption() {
         // A 4×4 image, red on the left half, blue on the right.
-        let dir = std::env::temp_dir().join(format!("vl-mirror-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let image = RgbImage::from_fn(4, 4, |x, _| {
             image::Rgb(if x < 2 { [255, 0, 0] } else { [0, 0, 255] })
         });
@@ -568,7 +571,6 @@ mod tests {
         )
         .unwrap();
         let batch = loader.epoch(0, 0).next().unwrap().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
         let mut flips = 0;
         for (i, caption) in batch.captions.iter().enumerate() {
             // Red channel of the top-left pixel: high unless flipped.

@@ -109,9 +109,9 @@ pub fn read_captioned_images(
     max_words: usize,
     bad: BadEntries,
 ) -> Result<(Vec<CaptionedImage>, Skipped), DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::Io {
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
         path: path.to_owned(),
-        message: e.to_string(),
+        source,
     })?;
     let root = image_root
         .map(Path::to_owned)
@@ -239,16 +239,17 @@ impl RetrievalSet {
 mod tests {
     use super::*;
 
-    fn dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("vl-manifest-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("a.png"), b"not checked here").unwrap();
+    /// A scratch directory holding `a.png`.
+    fn dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.png"), b"not checked here").unwrap();
         dir
     }
 
     #[test]
     fn a_bad_entry_is_named_by_file_and_line() {
-        let dir = dir("bad");
+        let scratch = dir();
+        let dir = scratch.path();
         let manifest = dir.join("m.json");
         std::fs::write(
             &manifest,
@@ -274,7 +275,8 @@ mod tests {
 
     #[test]
     fn a_missing_image_is_an_error() {
-        let dir = dir("missing");
+        let scratch = dir();
+        let dir = scratch.path();
         let manifest = dir.join("m.json");
         std::fs::write(&manifest, r#"[{"image": "nope.png", "caption": ["x"]}]"#).unwrap();
         let err = read_captioned_images(&manifest, None, 30, BadEntries::Fail)
@@ -288,7 +290,8 @@ mod tests {
 
     #[test]
     fn image_ids_are_renumbered_in_order() {
-        let dir = dir("ids");
+        let scratch = dir();
+        let dir = scratch.path();
         let manifest = dir.join("m.json");
         std::fs::write(
             &manifest,

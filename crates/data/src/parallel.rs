@@ -60,9 +60,9 @@ pub struct ParallelPair {
 /// line with no tab, more than one tab, or an empty side is an error
 /// naming the file and its 1-based line.
 pub fn read_parallel_tsv(path: &Path) -> Result<Vec<ParallelPair>, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::Io {
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
         path: path.to_owned(),
-        message: e.to_string(),
+        source,
     })?;
     let mut pairs = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -110,12 +110,14 @@ pub fn read_parallel_tsv(path: &Path) -> Result<Vec<ParallelPair>, DataError> {
 /// bounds, an unknown magic number or revision, or a string that is not
 /// UTF-8 is an error naming the file.
 pub fn read_mo(path: &Path) -> Result<Vec<(String, String)>, DataError> {
-    let io = |message: String| DataError::Io {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_owned(),
-        message,
-    };
-    let bytes = std::fs::read(path).map_err(|e| io(e.to_string()))?;
-    parse_mo(&bytes).map_err(|message| io(format!("corrupt gettext catalog: {message}")))
+        source,
+    })?;
+    parse_mo(&bytes).map_err(|message| DataError::Format {
+        path: path.to_owned(),
+        message: format!("corrupt gettext catalog: {message}"),
+    })
 }
 
 /// The `u32` reader of one catalog, in its byte order.
@@ -479,17 +481,19 @@ pub struct GettextCorpus {
 /// `locale_root` is usually [`SYSTEM_LOCALE_DIR`]; `locale` e.g. `zh_CN`.
 pub fn gettext_pairs(locale_root: &Path, locale: &str) -> Result<GettextCorpus, DataError> {
     let dir = locale_root.join(locale).join("LC_MESSAGES");
-    let io = |message: String| DataError::Io {
-        path: dir.clone(),
-        message,
-    };
     if !dir.is_dir() {
-        return Err(io(format!(
-            "no such directory (is the `{locale}` locale's translation data installed?)"
-        )));
+        return Err(DataError::Format {
+            path: dir,
+            message: format!(
+                "no such directory (is the `{locale}` locale's translation data installed?)"
+            ),
+        });
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|e| io(e.to_string()))?
+        .map_err(|source| DataError::Io {
+            path: dir.clone(),
+            source,
+        })?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "mo") && p.is_file())
         .collect();

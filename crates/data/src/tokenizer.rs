@@ -132,7 +132,7 @@ impl TextTokenizer {
         let mut tokenizer = Tokenizer::new(WordPiece::default());
         tokenizer
             .with_normalizer(Some(BertNormalizer::default()))
-            .map_err(|e| training_error(e.to_string()))?;
+            .map_err(training_error)?;
         tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
         tokenizer.with_decoder(Some(WordPieceDecoder::default()));
         let mut trainer: TrainerWrapper = WordPieceTrainerBuilder::new()
@@ -144,7 +144,7 @@ impl TextTokenizer {
             .into();
         tokenizer
             .train(&mut trainer, texts)
-            .map_err(|e| training_error(e.to_string()))?;
+            .map_err(training_error)?;
         let template = match framing {
             Framing::Start => "[CLS] $A",
             Framing::StartEnd => "[CLS] $A [SEP]",
@@ -164,7 +164,7 @@ impl TextTokenizer {
         let mut tokenizer = Tokenizer::new(Unigram::default());
         tokenizer
             .with_normalizer(Some(NFKC))
-            .map_err(|e| training_error(e.to_string()))?;
+            .map_err(training_error)?;
         tokenizer.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::Always, true)));
         tokenizer.with_decoder(Some(Metaspace::new('▁', PrependScheme::Always, true)));
         let mut trainer: TrainerWrapper = UnigramTrainerBuilder::default()
@@ -173,11 +173,11 @@ impl TextTokenizer {
             .special_tokens(added_tokens(&XLMR_SPECIAL_TOKENS))
             .unk_token(Some("<unk>".into()))
             .build()
-            .map_err(|e| training_error(e.to_string()))?
+            .map_err(|e| training_error(e.into()))?
             .into();
         tokenizer
             .train(&mut trainer, texts)
-            .map_err(|e| training_error(e.to_string()))?;
+            .map_err(training_error)?;
         finish_training(tokenizer, "<s> $A </s>", "<pad>")
     }
 
@@ -185,9 +185,9 @@ impl TextTokenizer {
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
         self.inner
             .save(path, true)
-            .map_err(|e| DataError::Tokenizer {
+            .map_err(|source| DataError::Tokenizer {
                 path: path.to_owned(),
-                message: e.to_string(),
+                source,
             })
     }
 
@@ -198,7 +198,7 @@ impl TextTokenizer {
                 .iter()
                 .find_map(|n| self.inner.token_to_id(n))
                 .map(i64::from)
-                .ok_or_else(|| DataError::Tokenizer {
+                .ok_or_else(|| DataError::Format {
                     path: self.path.clone(),
                     message: format!("the vocabulary has no {} token", names[0]),
                 })
@@ -213,9 +213,9 @@ impl TextTokenizer {
     /// Loads a `tokenizer.json`. Whatever padding the file configures (e.g.
     /// a fixed 128), batches are padded to their longest text.
     pub fn from_file(path: &Path) -> Result<Self, DataError> {
-        let inner = Tokenizer::from_file(path).map_err(|e| DataError::Tokenizer {
+        let inner = Tokenizer::from_file(path).map_err(|source| DataError::Tokenizer {
             path: path.to_owned(),
-            message: e.to_string(),
+            source,
         })?;
         Ok(Self::from_tokenizer(inner, path.to_owned()))
     }
@@ -252,9 +252,9 @@ impl TextTokenizer {
         texts: &[&str],
         max_len: Option<usize>,
     ) -> Result<EncodedBatch, DataError> {
-        let err = |message: String| DataError::Tokenizer {
+        let err = |source| DataError::Tokenizer {
             path: self.path.clone(),
-            message,
+            source,
         };
         let mut tokenizer = self.inner.clone();
         if let Some(max_length) = max_len {
@@ -263,11 +263,9 @@ impl TextTokenizer {
                     max_length,
                     ..Default::default()
                 }))
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(err)?;
         }
-        let encodings = tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| err(e.to_string()))?;
+        let encodings = tokenizer.encode_batch(texts.to_vec(), true).map_err(err)?;
         let len = encodings.first().map_or(0, |e| e.get_ids().len());
         let mut ids = Vec::with_capacity(texts.len() * len);
         let mut attention_mask = Vec::with_capacity(texts.len() * len);
@@ -297,10 +295,10 @@ pub enum Framing {
 /// in XLM-R; next after these in a trained vocabulary).
 pub const XLMR_SPECIAL_TOKENS: [&str; 5] = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"];
 
-fn training_error(message: String) -> DataError {
+fn training_error(source: tokenizers::Error) -> DataError {
     DataError::Tokenizer {
         path: PathBuf::from("<training>"),
-        message,
+        source,
     }
 }
 
@@ -318,7 +316,7 @@ fn finish_training(
     let id = |token: &str| {
         tokenizer
             .token_to_id(token)
-            .ok_or_else(|| training_error(format!("no {token} after training")))
+            .ok_or_else(|| training_error(format!("no {token} after training").into()))
     };
     let specials = template
         .split_whitespace()
@@ -328,10 +326,10 @@ fn finish_training(
     let pad_id = id(pad)?;
     let processor = TemplateProcessing::builder()
         .try_single(template)
-        .map_err(|e| training_error(e.to_string()))?
+        .map_err(|e| training_error(e.into()))?
         .special_tokens(specials)
         .build()
-        .map_err(|e| training_error(e.to_string()))?;
+        .map_err(|e| training_error(e.into()))?;
     tokenizer.with_post_processor(Some(processor));
     tokenizer.with_padding(Some(PaddingParams {
         pad_id,

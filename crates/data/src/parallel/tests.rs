@@ -41,12 +41,12 @@ fn mo_bytes(entries: &[(&str, &str)], big_endian: bool) -> Vec<u8> {
     out
 }
 
-fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vl-parallel-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+/// `bytes` as `name` in a scratch directory (removed when it drops).
+fn temp_file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
     std::fs::write(&path, bytes).unwrap();
-    path
+    (dir, path)
 }
 
 const ENTRIES: [(&str, &str); 4] = [
@@ -72,7 +72,7 @@ fn expected() -> Vec<(String, String)> {
 #[test]
 fn mo_files_read_in_both_byte_orders() {
     for big_endian in [false, true] {
-        let path = temp_file(
+        let (_dir, path) = temp_file(
             &format!("ok-{big_endian}.mo"),
             &mo_bytes(&ENTRIES, big_endian),
         );
@@ -98,7 +98,7 @@ fn corrupt_mo_files_are_errors_naming_the_file() {
         ),
     ];
     for (name, bytes, reason) in cases {
-        let path = temp_file(name, &bytes);
+        let (_dir, path) = temp_file(name, &bytes);
         let err = read_mo(&path).unwrap_err().to_string();
         assert!(err.contains(name) && err.contains(reason), "{err}");
     }
@@ -106,14 +106,15 @@ fn corrupt_mo_files_are_errors_naming_the_file() {
     let mut bad_utf8 = mo_bytes(&[("Open a file", "打开文件")], false);
     let at = bad_utf8.len() - 3; // inside `打开文件`
     bad_utf8[at] = 0xff;
-    let path = temp_file("utf8.mo", &bad_utf8);
+    let (_dir, path) = temp_file("utf8.mo", &bad_utf8);
     let err = read_mo(&path).unwrap_err().to_string();
     assert!(err.contains("utf8.mo") && err.contains("UTF-8"), "{err}");
 }
 
 #[test]
 fn gettext_pairs_skips_corrupt_catalogs_and_deduplicates() {
-    let root = std::env::temp_dir().join(format!("vl-parallel-locale-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path();
     let dir = root.join("zh_CN").join("LC_MESSAGES");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("a.mo"), mo_bytes(&ENTRIES, false)).unwrap();
@@ -124,7 +125,7 @@ fn gettext_pairs_skips_corrupt_catalogs_and_deduplicates() {
     ];
     std::fs::write(dir.join("c.mo"), mo_bytes(&second, true)).unwrap();
 
-    let corpus = gettext_pairs(&root, "zh_CN").unwrap();
+    let corpus = gettext_pairs(root, "zh_CN").unwrap();
     assert_eq!(corpus.files, 2);
     assert_eq!(corpus.raw_pairs, 5);
     let sources: Vec<&str> = corpus.pairs.iter().map(|p| p.source.as_str()).collect();
@@ -139,7 +140,7 @@ fn gettext_pairs_skips_corrupt_catalogs_and_deduplicates() {
     );
     assert_eq!(corpus.pairs[0].target, "打开文件");
 
-    let err = gettext_pairs(&root, "xx").unwrap_err().to_string();
+    let err = gettext_pairs(root, "xx").unwrap_err().to_string();
     assert!(err.contains("xx/LC_MESSAGES"), "{err}");
 }
 
@@ -238,7 +239,7 @@ fn cleaning_rejects_what_is_not_a_sentence_pair() {
 
 #[test]
 fn tsv_errors_name_the_line() {
-    let path = temp_file(
+    let (_dir, path) = temp_file(
         "pairs.tsv",
         "a dog\t一只狗\n\n a cat \t 一只猫 \nno tab here\n".as_bytes(),
     );
@@ -248,13 +249,13 @@ fn tsv_errors_name_the_line() {
         "{err}"
     );
 
-    let path = temp_file("ok.tsv", "a dog\t一只狗\n\n a cat \t 一只猫 \n".as_bytes());
+    let (_dir, path) = temp_file("ok.tsv", "a dog\t一只狗\n\n a cat \t 一只猫 \n".as_bytes());
     let pairs = read_parallel_tsv(&path).unwrap();
     assert_eq!(pairs.len(), 2);
     assert_eq!(pairs[1].source, "a cat");
     assert_eq!(pairs[1].target, "一只猫");
 
-    let path = temp_file("empty.tsv", "a dog\t一只狗\na cat\t \n".as_bytes());
+    let (_dir, path) = temp_file("empty.tsv", "a dog\t一只狗\na cat\t \n".as_bytes());
     let err = read_parallel_tsv(&path).unwrap_err().to_string();
     assert!(
         err.contains("empty.tsv:2") && err.contains("empty target"),

@@ -432,9 +432,9 @@ pub const WORLD_FILE: &str = "world.json";
 /// core; the output does not depend on scheduling.
 pub fn write_world(config: &WorldConfig, dir: &Path) -> Result<WorldSummary, DataError> {
     let io = |path: PathBuf| {
-        move |e: std::io::Error| DataError::Io {
+        move |source: std::io::Error| DataError::Io {
             path: path.clone(),
-            message: e.to_string(),
+            source,
         }
     };
     std::fs::create_dir_all(dir.join("images")).map_err(io(dir.join("images")))?;
@@ -442,9 +442,9 @@ pub fn write_world(config: &WorldConfig, dir: &Path) -> Result<WorldSummary, Dat
     scenes.par_iter().try_for_each(|scene| {
         let image = render::render(scene, config.image_size);
         let path = dir.join(&scene.image);
-        image.save(&path).map_err(|e| DataError::Io {
+        image.save(&path).map_err(|source| DataError::Image {
             path: path.clone(),
-            message: e.to_string(),
+            source,
         })
     })?;
 
@@ -511,14 +511,12 @@ pub fn read_world(dir: &Path) -> Result<WorldRecord, DataError> {
         scenes: Vec<Scene>,
     }
     let path = dir.join(WORLD_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| DataError::Io {
+    let text = std::fs::read_to_string(&path).map_err(|source| DataError::Io {
         path: path.clone(),
-        message: e.to_string(),
+        source,
     })?;
-    let file: WorldFile = serde_json::from_str(&text).map_err(|e| DataError::Io {
-        path,
-        message: format!("not a synthetic world's ground truth: {e}"),
-    })?;
+    let file: WorldFile =
+        serde_json::from_str(&text).map_err(|source| DataError::Json { path, source })?;
     Ok(WorldRecord {
         config: file.summary.config,
         scenes: file.scenes,

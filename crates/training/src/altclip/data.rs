@@ -231,12 +231,9 @@ fn convert_fashion(source: &Path, dir: &Path) -> Result<(), TrainError> {
             .map(|i| {
                 let name = format!("images/{prefix}-{i:05}.png");
                 let path = dir.join(&name);
-                set.image(i).save(&path).map_err(|e| {
-                    TrainError::Data(vl_data::DataError::Image {
-                        path,
-                        message: e.to_string(),
-                    })
-                })?;
+                set.image(i)
+                    .save(&path)
+                    .map_err(|source| vl_data::DataError::Image { path, source })?;
                 Ok(name)
             })
             .collect::<Result<Vec<String>, TrainError>>()
