@@ -13,15 +13,16 @@
 //!   the decoder cost.
 //! - Positive and hard-negative pairs go through the fusion encoder in one
 //!   call of `3·batch` rows rather than two; rows are independent. With
-//!   `text_length_groups` above 1, every text pass (and so that call) runs
-//!   group by group on captions sorted by length, each group padded to its
-//!   own longest: the same losses on fewer padded tokens.
+//!   `execution.text_length_groups` above 1, every text pass (and so that
+//!   call) runs group by group on captions sorted by length, each group
+//!   padded to its own longest: the same losses on fewer padded tokens.
 //! - The queue accepts any batch size (the reference asserts
 //!   `queue_size % batch == 0`).
-//! - Without dropout, one process differentiates MLM on a second thread
-//!   (after the momentum pass) beside ITC and ITM, each on its own copy of
-//!   the parameters, and adds the two gradients: the summed loss's
-//!   gradient, on two cores.
+//! - With `execution.step_threads: split_branches` (no dropout), one
+//!   process differentiates MLM on a second thread (after the momentum
+//!   pass) beside ITC and ITM, each on its own copy of the parameters, and
+//!   adds the two gradients: the summed loss's gradient, on two cores
+//!   (the threading itself lives in `step.rs`).
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
