@@ -29,12 +29,31 @@ pub enum ParityError {
         /// What is wrong.
         message: String,
     },
-    /// The weights did not load.
-    #[error("loading {path}: {source}")]
+    /// A fixture file could not be read.
+    #[error("{path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A fixture's JSON is malformed.
+    #[error("{path}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The weights (or the inputs and outputs) did not load.
+    #[error("loading {path}")]
     Import {
-        /// The weights file.
+        /// The file.
         path: PathBuf,
         /// The loader's error.
+        #[source]
         source: ImportError,
     },
 }
@@ -220,10 +239,11 @@ const CLIP_OUTPUTS: [&str; 11] = [
 pub fn check_dir(dir: &Path, tolerance: f32, device: &Device) -> Result<ParityReport, ParityError> {
     let fixture_err = |path: PathBuf, message: String| ParityError::Fixture { path, message };
     let config_path = dir.join("config.json");
-    let config_text = std::fs::read_to_string(&config_path)
-        .map_err(|e| fixture_err(config_path.clone(), e.to_string()))?;
-    let config: Value = serde_json::from_str(&config_text)
-        .map_err(|e| fixture_err(config_path.clone(), e.to_string()))?;
+    let config_text = std::fs::read_to_string(&config_path).map_err(|source| ParityError::Io {
+        path: config_path.clone(),
+        source,
+    })?;
+    let config: Value = parse(&config_path, &config_text)?;
     let model = ModelKind::from_config(&config).ok_or_else(|| {
         fixture_err(
             config_path.clone(),
@@ -232,8 +252,10 @@ pub fn check_dir(dir: &Path, tolerance: f32, device: &Device) -> Result<ParityRe
         )
     })?;
     let io_path = dir.join("io.safetensors");
-    let io = TensorMap::read_safetensors(&io_path)
-        .map_err(|e| fixture_err(io_path.clone(), e.to_string()))?;
+    let io = TensorMap::read_safetensors(&io_path).map_err(|source| ParityError::Import {
+        path: io_path.clone(),
+        source,
+    })?;
     for name in io.names() {
         if !model.inputs().contains(&name) && !model.outputs().contains(&name) {
             return Err(fixture_err(
@@ -354,9 +376,9 @@ pub fn check_dir(dir: &Path, tolerance: f32, device: &Device) -> Result<ParityRe
 }
 
 fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ParityError> {
-    serde_json::from_str(text).map_err(|e| ParityError::Fixture {
+    serde_json::from_str(text).map_err(|source| ParityError::Json {
         path: path.to_owned(),
-        message: e.to_string(),
+        source,
     })
 }
 

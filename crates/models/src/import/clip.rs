@@ -153,19 +153,25 @@ pub fn save_altclip_dir(
     config: &AltClipConfig,
     dir: &Path,
 ) -> Result<(), ImportError> {
-    let err = |path: &Path, message: String| ImportError::Read {
-        path: path.to_owned(),
-        message,
+    let config_path = dir.join("config.json");
+    let json_err = |source| ImportError::Json {
+        path: config_path.clone(),
+        source,
     };
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
-    let mut json = serde_json::to_value(config).map_err(|e| err(dir, e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|source| ImportError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut json = serde_json::to_value(config).map_err(json_err)?;
     json["model_type"] = "altclip".into();
     json["architectures"] = serde_json::json!(["AltCLIPModel"]);
     json["text_config"]["model_type"] = "altclip_text_model".into();
     json["vision_config"]["model_type"] = "altclip_vision_model".into();
-    let config_path = dir.join("config.json");
-    let text = serde_json::to_string_pretty(&json).map_err(|e| err(dir, e.to_string()))?;
-    std::fs::write(&config_path, text).map_err(|e| err(&config_path, e.to_string()))?;
+    let text = serde_json::to_string_pretty(&json).map_err(json_err)?;
+    std::fs::write(&config_path, text).map_err(|source| ImportError::Io {
+        path: config_path.clone(),
+        source,
+    })?;
     export_tensors(model, &altclip_rules(), &["logit_scale"])?
         .write_safetensors(&dir.join("model.safetensors"))
 }

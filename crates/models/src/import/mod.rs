@@ -39,20 +39,43 @@ use burn::tensor::{DType, TensorData};
 /// Everything that can go wrong while importing a checkpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    /// The file could not be read or parsed.
-    #[error("reading {path}: {message}")]
-    Read {
+    /// The file could not be read or written.
+    #[error("{path}")]
+    Io {
         /// The file.
         path: PathBuf,
-        /// What the reader said.
-        message: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
     },
-    /// A `config.json` is missing or invalid.
-    #[error("config {path}: {message}")]
-    Config {
+    /// The tensor reader (safetensors or the PyTorch unpickler) rejected
+    /// the file, or one of its tensors.
+    #[error("reading {path}{}", tensor.as_ref().map(|t| format!(", tensor `{t}`")).unwrap_or_default())]
+    Store {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
+        /// The tensor at fault, when one is.
+        tensor: Option<String>,
+        /// What the reader said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A `config.json` is not valid JSON of the expected shape.
+    #[error("config {path}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The path is not something this crate reads (no underlying error:
+    /// an unknown extension, a directory without weights).
+    #[error("{path}: {message}")]
+    Format {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
         message: String,
     },
     /// The checkpoint's keys or shapes do not match the model.
@@ -61,6 +84,20 @@ pub enum ImportError {
     /// The checkpoint is readable but cannot be represented by our model.
     #[error("{0}")]
     Unsupported(String),
+}
+
+impl ImportError {
+    fn store(
+        path: &Path,
+        tensor: Option<&str>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        ImportError::Store {
+            path: path.to_owned(),
+            tensor: tensor.map(str::to_owned),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// One way a checkpoint disagrees with the model, named by checkpoint key.
@@ -181,7 +218,7 @@ impl TensorMap {
         match path.extension().and_then(|e| e.to_str()) {
             Some("safetensors") => Self::read_safetensors(path),
             Some("bin" | "pt" | "pth") => Self::read_pytorch(path),
-            _ => Err(ImportError::Read {
+            _ => Err(ImportError::Format {
                 path: path.to_owned(),
                 message: "unknown checkpoint format (expected .safetensors, .bin, .pt or .pth)"
                     .into(),
@@ -191,18 +228,20 @@ impl TensorMap {
 
     /// Reads every tensor of a safetensors file.
     pub fn read_safetensors(path: &Path) -> Result<Self, ImportError> {
-        let err = |message: String| ImportError::Read {
-            path: path.to_owned(),
-            message,
-        };
         if !path.is_file() {
-            return Err(err("no such file".into()));
+            return Err(ImportError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
         }
         let mut store = SafetensorsStore::from_file(path);
-        let all = store.get_all_tensors().map_err(|e| err(e.to_string()))?;
+        let all = store
+            .get_all_tensors()
+            .map_err(|e| ImportError::store(path, None, e))?;
         let mut tensors = BTreeMap::new();
         for (name, tensor) in all {
-            let data = bridge::to_data(tensor).map_err(|e| err(format!("{name}: {e}")))?;
+            let data =
+                bridge::to_data(tensor).map_err(|e| ImportError::store(path, Some(name), e))?;
             tensors.insert(name.clone(), data);
         }
         Ok(Self { tensors })
@@ -210,18 +249,14 @@ impl TensorMap {
 
     /// Reads a PyTorch pickle (zip or legacy format) without executing it.
     pub fn read_pytorch(path: &Path) -> Result<Self, ImportError> {
-        let err = |message: String| ImportError::Read {
-            path: path.to_owned(),
-            message,
-        };
         let reader = match PytorchReader::with_top_level_key(path, "model") {
             Ok(reader) => reader,
-            Err(_) => PytorchReader::new(path).map_err(|e| err(e.to_string()))?,
+            Err(_) => PytorchReader::new(path).map_err(|e| ImportError::store(path, None, e))?,
         };
         let mut tensors = BTreeMap::new();
         for (name, tensor) in reader.into_tensors() {
             let data = bridge::into_data(bridge::from_pytorch(tensor))
-                .map_err(|e| err(format!("{name}: {e}")))?;
+                .map_err(|e| ImportError::store(path, Some(&name), e))?;
             tensors.insert(name, data);
         }
         Ok(Self { tensors })
@@ -337,10 +372,6 @@ impl TensorMap {
     /// i64), through a temporary file renamed into place.
     pub fn write_safetensors(&self, path: &Path) -> Result<(), ImportError> {
         use safetensors::{Dtype, tensor::TensorView};
-        let err = |message: String| ImportError::Read {
-            path: path.to_owned(),
-            message,
-        };
         let mut buffers = Vec::with_capacity(self.tensors.len());
         for (name, data) in &self.tensors {
             let (dtype, data) = if is_float(data.dtype()) {
@@ -355,12 +386,16 @@ impl TensorMap {
             .map(|(name, dtype, shape, bytes)| {
                 TensorView::new(*dtype, shape.clone(), bytes)
                     .map(|view| (name.as_str(), view))
-                    .map_err(|e| err(format!("{name}: {e}")))
+                    .map_err(|e| ImportError::store(path, Some(name), e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let temp = path.with_extension("safetensors.tmp");
-        safetensors::serialize_to_file(views, None, &temp).map_err(|e| err(e.to_string()))?;
-        std::fs::rename(&temp, path).map_err(|e| err(e.to_string()))
+        safetensors::serialize_to_file(views, None, &temp)
+            .map_err(|e| ImportError::store(&temp, None, e))?;
+        std::fs::rename(&temp, path).map_err(|source| ImportError::Io {
+            path: path.to_owned(),
+            source,
+        })
     }
 }
 
@@ -496,13 +531,13 @@ pub fn export_tensors<M: Module>(
 
 /// Reads and parses a JSON config file.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ImportError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ImportError::Config {
+    let text = std::fs::read_to_string(path).map_err(|source| ImportError::Io {
         path: path.to_owned(),
-        message: e.to_string(),
+        source,
     })?;
-    serde_json::from_str(&text).map_err(|e| ImportError::Config {
+    serde_json::from_str(&text).map_err(|source| ImportError::Json {
         path: path.to_owned(),
-        message: e.to_string(),
+        source,
     })
 }
 
@@ -513,7 +548,7 @@ pub fn hf_weights_file(dir: &Path) -> Result<PathBuf, ImportError> {
         .iter()
         .map(|name| dir.join(name))
         .find(|p| p.is_file())
-        .ok_or_else(|| ImportError::Read {
+        .ok_or_else(|| ImportError::Format {
             path: dir.to_owned(),
             message: "no model.safetensors or pytorch_model.bin in this directory".into(),
         })

@@ -19,12 +19,12 @@ use vl_models::Albef;
 use crate::TrainError;
 use crate::albef::config::PretrainConfig;
 use crate::albef::pretraining::AlbefPretraining;
-use crate::albef::vision_warmup::{WarmupData, WarmupReport, warm_up_vision};
+use crate::albef::vision_warmup::{WarmupData, WarmupReport, WarmupRun, warm_up_vision};
 use crate::config::InvalidValue;
 use crate::eval::retrieval::{
     RetrievalEval, RetrievalMetrics, RetrievalReport, evaluate_retrieval,
 };
-use crate::runner::checkpoint::Checkpoint;
+use crate::runner::checkpoint::{Checkpoint, JobKind, RunState};
 use crate::runner::progress;
 use crate::runner::{RunPaths, RunSummary, StopAt, train};
 
@@ -101,10 +101,22 @@ pub fn pretrain(job: &PretrainJob, device: &Device) -> Result<PretrainOutcome, T
     let mut skipped = Skipped::default();
     let mut warmup = None;
     let (mut state, tokenizer) = match &job.start {
-        Start::Resume(checkpoint) => {
-            let checkpoint = Checkpoint::read(checkpoint)?;
+        Start::Resume(path) => {
+            let checkpoint = Checkpoint::read(&resumable(path))?;
             let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
-            let state = AlbefPretraining::resume(&checkpoint, tokenizer.special_tokens()?, device)?;
+            let special = tokenizer.special_tokens()?;
+            let state = match checkpoint.kind() {
+                JobKind::AlbefVisionWarmup => {
+                    // Stopped during the warm-up: finish it, then start
+                    // pretraining as the fresh run would have.
+                    let RunState { config, seed, .. } =
+                        checkpoint.state::<PretrainConfig>(JobKind::AlbefVisionWarmup)?;
+                    let model;
+                    (model, warmup) = fresh_model(&config, seed, Some(&checkpoint), job, device)?;
+                    AlbefPretraining::new(config, model, special, seed, device)
+                }
+                _ => AlbefPretraining::resume(&checkpoint, special, device)?,
+            };
             log::info!(
                 "resuming at step {} (epoch {})",
                 state.position.step,
@@ -143,21 +155,18 @@ pub fn pretrain(job: &PretrainJob, device: &Device) -> Result<PretrainOutcome, T
             }
             // Everything a resume needs lies in the run directory.
             tokenizer.save(&tokenizer_path)?;
-            device.seed(job.seed);
+            write_json(&job.out.join("config.json"), &config)?;
             let model = match init_from {
-                Some(path) => imported(path, &config, device)?,
+                Some(path) => {
+                    device.seed(job.seed);
+                    imported(path, &config, device)?
+                }
                 None => {
-                    let mut model = config.model.init(true, device);
-                    if config.recipe.vision_warmup.is_some() {
-                        let (encoder, report) =
-                            warm_up_on_world(model.visual_encoder, &config, job.seed, device)?;
-                        model.visual_encoder = encoder;
-                        warmup = report;
-                    }
+                    let model;
+                    (model, warmup) = fresh_model(&config, job.seed, None, job, device)?;
                     model
                 }
             };
-            write_json(&job.out.join("config.json"), &config)?;
             let special = tokenizer.special_tokens()?;
             (
                 AlbefPretraining::new(config, model, special, job.seed, device),
@@ -251,19 +260,48 @@ fn imported(path: &Path, config: &PretrainConfig, device: &Device) -> Result<Alb
     Ok(loaded.model)
 }
 
-/// The `vision_warmup` of a fresh model: the synthetic world beside the
-/// training manifest supplies the labels (training split) and the score
-/// (validation split). Other data has no labels: the encoder is returned
-/// as it is, with a warning.
-fn warm_up_on_world(
-    visual_encoder: vl_models::Vit,
+/// Where the vision warm-up of a run in `out` checkpoints, logs and plots.
+pub fn warmup_paths(out: &Path) -> RunPaths {
+    RunPaths {
+        checkpoint: out.join("vision_warmup.ckpt"),
+        metrics: out.join("vision_warmup.jsonl"),
+        plot: out.join("vision_warmup.png"),
+    }
+}
+
+/// The checkpoint to resume for `path`: itself, or, when the run stopped
+/// during its vision warm-up (no `checkpoint.ckpt` yet), the warm-up's
+/// beside it.
+fn resumable(path: &Path) -> PathBuf {
+    let warmup = path.with_file_name("vision_warmup.ckpt");
+    if !path.exists() && warmup.is_file() {
+        log::info!(
+            "{} does not exist yet: resuming the vision warm-up from {}",
+            path.display(),
+            warmup.display()
+        );
+        return warmup;
+    }
+    path.to_owned()
+}
+
+/// A fresh model of `config` drawn from `seed`, its image encoder warmed
+/// up when the config asks (continuing the warm-up `resume` holds).
+fn fresh_model(
     config: &PretrainConfig,
     seed: u64,
+    resume: Option<&Checkpoint>,
+    job: &PretrainJob,
     device: &Device,
-) -> Result<(vl_models::Vit, Option<WarmupReport>), TrainError> {
+) -> Result<(Albef, Option<WarmupReport>), TrainError> {
+    device.seed(seed);
+    let mut model = config.model.init(true, device);
     let Some(warmup) = &config.recipe.vision_warmup else {
-        return Ok((visual_encoder, None));
+        return Ok((model, None));
     };
+    // The synthetic world beside the training manifest supplies the labels
+    // (training split) and the score (validation split); other data has
+    // none, and the encoder stays as drawn.
     let Some(world) = config
         .train_file
         .first()
@@ -274,7 +312,7 @@ fn warm_up_on_world(
             "vision_warmup needs a synthetic world's labels ({WORLD_FILE} beside the training \
              manifest); the image encoder starts untrained (--init-from loads pretrained weights)"
         );
-        return Ok((visual_encoder, None));
+        return Ok((model, None));
     };
     let data = WarmupData::from_world(world, warmup, config.model.patch_size as u32)?;
     log::info!(
@@ -282,16 +320,22 @@ fn warm_up_on_world(
         data.train.len(),
         warmup.epochs
     );
-    let (encoder, report) = warm_up_vision(
-        visual_encoder,
-        &data,
-        warmup,
-        config.model.image_res as u32,
-        &config.augment,
+    let run = WarmupRun {
+        data: &data,
+        config: warmup,
+        image_size: config.model.image_res as u32,
+        augment: &config.augment,
         seed,
-        device,
-    )?;
-    Ok((encoder, Some(report)))
+        job: serde_json::to_value(config).map_err(|source| TrainError::Json {
+            path: job.out.join("vision_warmup.ckpt"),
+            source,
+        })?,
+        paths: warmup_paths(&job.out),
+        max_steps: None,
+    };
+    let (encoder, report) = warm_up_vision(model.visual_encoder, resume, &run, device)?;
+    model.visual_encoder = encoder;
+    Ok((model, Some(report)))
 }
 
 /// A WordPiece tokenizer trained on the training captions (as cleaned for

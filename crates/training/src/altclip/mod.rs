@@ -41,7 +41,7 @@ pub use teacher::TeacherTraining;
 /// The recipe of an AltCLIP checkpoint (any stage).
 pub fn recipe_of(checkpoint: &Checkpoint) -> Result<AltClipRecipe, TrainError> {
     let kind = match checkpoint.kind() {
-        JobKind::AlbefPretrain => JobKind::AltclipTeacher,
+        JobKind::AlbefPretrain | JobKind::AlbefVisionWarmup => JobKind::AltclipTeacher,
         altclip => altclip,
     };
     Ok(checkpoint.state::<AltClipRecipe>(kind)?.config)

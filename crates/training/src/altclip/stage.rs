@@ -34,7 +34,7 @@ fn stage_config(recipe: &AltClipRecipe, kind: JobKind) -> &StageConfig {
         JobKind::AltclipTeacher => &recipe.teacher_training,
         JobKind::AltclipStage1 => &recipe.stage1,
         JobKind::AltclipStage2 => &recipe.stage2,
-        JobKind::AlbefPretrain => unreachable!("not an AltCLIP stage"),
+        JobKind::AlbefPretrain | JobKind::AlbefVisionWarmup => unreachable!("not an AltCLIP stage"),
     }
 }
 

@@ -32,6 +32,8 @@ const MAGIC_V1: &[u8; 8] = b"VLCKPT01";
 pub enum JobKind {
     /// `train-albef pretrain`.
     AlbefPretrain,
+    /// The vision warm-up that opens a fresh `train-albef pretrain` run.
+    AlbefVisionWarmup,
     /// `altclip-distill teacher`.
     AltclipTeacher,
     /// `altclip-distill distill` (stage 1).
@@ -44,6 +46,7 @@ impl std::fmt::Display for JobKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             JobKind::AlbefPretrain => "ALBEF pretraining",
+            JobKind::AlbefVisionWarmup => "ALBEF vision warm-up",
             JobKind::AltclipTeacher => "AltCLIP teacher training",
             JobKind::AltclipStage1 => "AltCLIP stage 1 (teacher learning)",
             JobKind::AltclipStage2 => "AltCLIP stage 2 (contrastive tuning)",

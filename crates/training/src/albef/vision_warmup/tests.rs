@@ -1,7 +1,37 @@
 //! The warm-up learns labels, with and without token labels, on one
 //! worker or several.
 
+use burn::tensor::{Tensor, TensorData};
+use image::RgbImage;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use vl_data::world::PATCH_LABELS;
+
+use super::tagger::lr_at;
 use super::*;
+
+/// `warm_up_vision` of a fresh encoder into a temporary directory.
+fn warm_up(
+    vit: Vit,
+    data: &WarmupData,
+    config: &VisionWarmupConfig,
+    augment: &AugmentConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<(Vit, WarmupReport), TrainError> {
+    let dir = tempfile::tempdir().unwrap();
+    let run = WarmupRun {
+        data,
+        config,
+        image_size: 16,
+        augment,
+        seed,
+        job: serde_json::Value::Null,
+        paths: RunPaths::in_dir(dir.path()),
+        max_steps: None,
+    };
+    warm_up_vision(vit, None, &run, device)
+}
 
 #[test]
 fn bce_matches_its_definition() {
@@ -98,7 +128,7 @@ fn warm_up_learns_labels_of_held_out_images() {
         randaugment_ops: 0,
         randaugment_magnitude: 0.0,
     };
-    let (_, report) = warm_up_vision(vit, &data, &config, 16, &augment, 0, &device).unwrap();
+    let (_, report) = warm_up(vit, &data, &config, &augment, 0, &device).unwrap();
     println!("{report:?}");
     assert_eq!(report.steps, 12 * 8);
     assert!(report.last_loss < 0.5 * report.first_loss, "{report:?}");
@@ -127,7 +157,7 @@ fn token_labels_need_patch_labels_and_train_alongside() {
         train: coloured_squares(128, 1),
         held_out: coloured_squares(64, 2),
     };
-    let err = warm_up_vision(vit(), &data, &config, 16, &augment, 0, &device).unwrap_err();
+    let err = warm_up(vit(), &data, &config, &augment, 0, &device).unwrap_err();
     assert!(err.to_string().contains("patch labels"), "{err}");
 
     // One patch label: whether the patch is the top-left one holding
@@ -142,7 +172,7 @@ fn token_labels_need_patch_labels_and_train_alongside() {
             patches
         })
         .collect();
-    let (_, report) = warm_up_vision(vit(), &data, &config, 16, &augment, 0, &device).unwrap();
+    let (_, report) = warm_up(vit(), &data, &config, &augment, 0, &device).unwrap();
     assert_eq!(report.steps, 12 * 8);
     assert!(report.last_loss < 0.5 * report.first_loss, "{report:?}");
     assert!(report.held_out_f1.unwrap() > 0.9, "{report:?}");
@@ -174,7 +204,7 @@ fn two_workers_train_the_encoder_one_worker_trains() {
             workers,
             ..VisionWarmupConfig::default()
         };
-        let (vit, _) = warm_up_vision(vit, &data, &config, 16, &augment, seed, &device).unwrap();
+        let (vit, _) = warm_up(vit, &data, &config, &augment, seed, &device).unwrap();
         vit.pos_embed
             .val()
             .into_data()
@@ -205,4 +235,57 @@ fn schedule_warms_up_then_decays_to_zero() {
     assert!((lr_at(&config, 10, 10, 100) - 1.0).abs() < 1e-12);
     assert!(lr_at(&config, 55, 10, 100) < 0.6);
     assert!(lr_at(&config, 99, 10, 100) < 1e-3);
+}
+
+#[test]
+fn a_stopped_warm_up_resumes_to_the_same_encoder() {
+    // Stopped mid-epoch and resumed from its checkpoint, the warm-up ends
+    // bit-identical to the run that was never stopped.
+    let _seeded = crate::seeded_device();
+    let device = Device::flex();
+    let data = WarmupData {
+        train: coloured_squares(40, 1),
+        held_out: LabelledImages::default(),
+    };
+    let augment = AugmentConfig {
+        crop_scale: (0.8, 1.0),
+        ..AugmentConfig::default()
+    };
+    let config = VisionWarmupConfig {
+        images: 0,
+        epochs: 3,
+        batch_size: 8,
+        token_labels: 0.0,
+        workers: 2,
+        ..VisionWarmupConfig::default()
+    };
+    let weights = |vit: &Vit| vit.pos_embed.val().into_data().try_to_vec::<f32>().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |max_steps: Option<usize>, resume: Option<&Checkpoint>| {
+        device.seed(9);
+        let run = WarmupRun {
+            data: &data,
+            config: &config,
+            image_size: 16,
+            augment: &augment,
+            seed: 4,
+            job: serde_json::json!({"note": "the job's config"}),
+            paths: RunPaths::in_dir(dir.path()),
+            max_steps,
+        };
+        warm_up_vision(tiny_vit(&device), resume, &run, &device).unwrap()
+    };
+    let (whole, report) = run(None, None);
+    assert_eq!(report.steps, 15);
+    let (_, stopped) = run(Some(7), None);
+    assert_eq!(stopped.steps, 7);
+    let checkpoint = Checkpoint::read(&dir.path().join("checkpoint.ckpt")).unwrap();
+    let job = checkpoint
+        .state::<serde_json::Value>(crate::runner::checkpoint::JobKind::AlbefVisionWarmup)
+        .unwrap();
+    assert_eq!(job.position.step, 7);
+    assert_eq!(job.config["note"], "the job's config");
+    let (resumed, report) = run(None, Some(&checkpoint));
+    assert_eq!(report.steps, 15);
+    assert_eq!(weights(&whole), weights(&resumed));
 }
