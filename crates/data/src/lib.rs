@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod parallel;
 pub mod tokenizer;
 pub mod transforms;
+pub mod ve;
 pub mod world;
 
 pub use images::{ImageBatch, eval_images};

@@ -109,13 +109,49 @@ pub fn read_captioned_images(
     max_words: usize,
     bad: BadEntries,
 ) -> Result<(Vec<CaptionedImage>, Skipped), DataError> {
+    let root = image_root_of(path, image_root);
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let (entries, skipped) = read_entries(path, bad, |index, raw| {
+        let (image, captions, raw_id) = parse_entry(raw, &root, max_words)?;
+        let key = raw_id.unwrap_or_else(|| format!("#{index}"));
+        let next = ids.len();
+        let image_id = *ids.entry(key).or_insert(next);
+        Ok((image, captions, image_id))
+    })?;
+    let images = entries
+        .into_iter()
+        .map(|((image, captions, image_id), location)| CaptionedImage {
+            image,
+            captions,
+            image_id,
+            location,
+        })
+        .collect();
+    Ok((images, skipped))
+}
+
+/// The directory image paths of `manifest` are relative to: `image_root`,
+/// else the manifest's own.
+pub fn image_root_of(manifest: &Path, image_root: Option<&Path>) -> PathBuf {
+    image_root
+        .map(Path::to_owned)
+        .unwrap_or_else(|| manifest.parent().unwrap_or(Path::new(".")).to_owned())
+}
+
+/// The entries of a JSON array file, each parsed by `parse(index, raw
+/// JSON)` and kept with the line it starts on. An entry `parse` rejects
+/// stops the read with an error naming file and line, or, under
+/// [`BadEntries::Skip`], is counted and left out; a file without a usable
+/// entry is an error.
+pub fn read_entries<T>(
+    path: &Path,
+    bad: BadEntries,
+    mut parse: impl FnMut(usize, &str) -> Result<T, String>,
+) -> Result<(Vec<(T, Location)>, Skipped), DataError> {
     let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let root = image_root
-        .map(Path::to_owned)
-        .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_owned());
     let raw: Vec<&RawValue> = serde_json::from_str(&text).map_err(|e| DataError::Manifest {
         location: Location {
             file: path.to_owned(),
@@ -123,10 +159,8 @@ pub fn read_captioned_images(
         },
         message: format!("not a JSON array of entries: {e}"),
     })?;
-
-    let mut images = Vec::with_capacity(raw.len());
+    let mut entries = Vec::with_capacity(raw.len());
     let mut skipped = Skipped::default();
-    let mut ids: HashMap<String, usize> = HashMap::new();
     // Line numbers are counted on from the previous entry's: counting from
     // the start for every entry is quadratic in a large manifest.
     let (mut line, mut counted) = (1, 0);
@@ -141,25 +175,15 @@ pub fn read_captioned_images(
             file: path.to_owned(),
             line,
         };
-        match parse_entry(raw.get(), &root, max_words) {
-            Ok((image, captions, raw_id)) => {
-                let key = raw_id.unwrap_or_else(|| format!("#{index}"));
-                let next = ids.len();
-                let image_id = *ids.entry(key).or_insert(next);
-                images.push(CaptionedImage {
-                    image,
-                    captions,
-                    image_id,
-                    location,
-                });
-            }
+        match parse(index, raw.get()) {
+            Ok(entry) => entries.push((entry, location)),
             Err(message) => match bad {
                 BadEntries::Fail => return Err(DataError::Manifest { location, message }),
                 BadEntries::Skip => skipped.push(&location, message),
             },
         }
     }
-    if images.is_empty() {
+    if entries.is_empty() {
         return Err(DataError::Manifest {
             location: Location {
                 file: path.to_owned(),
@@ -168,7 +192,7 @@ pub fn read_captioned_images(
             message: "no usable entries".into(),
         });
     }
-    Ok((images, skipped))
+    Ok((entries, skipped))
 }
 
 fn parse_entry(

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use vl_data::manifest::read_captioned_images;
 use vl_data::parallel::read_parallel_tsv;
+use vl_data::ve::read_ve;
 use vl_data::{BadEntries, RetrievalSet, eval_images};
 
 fn sample(dataset: &str) -> PathBuf {
@@ -61,6 +62,21 @@ fn parallel_text_sample_reads() {
             .chars()
             .any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
     }));
+}
+
+#[test]
+fn snli_ve_sample_reads_with_one_label_of_each_class() {
+    for file in ["ve_train.json", "ve_dev.json", "ve_test.json"] {
+        let path = sample("snli-ve").join(file);
+        let (examples, skipped) = read_ve(&path, None, 30, BadEntries::Fail)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(skipped.count(), 0);
+        let mut labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
+        labels.sort();
+        assert_eq!(labels, [0, 1, 2], "{file}");
+        let images: Vec<&Path> = examples.iter().map(|e| e.image.as_path()).collect();
+        assert_eq!(eval_images(&images, 16).unwrap().len(), 3);
+    }
 }
 
 #[test]

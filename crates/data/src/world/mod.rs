@@ -422,7 +422,17 @@ pub struct WorldSummary {
     pub images: [usize; 3],
     /// Files written, relative to the world directory.
     pub files: Vec<String>,
+    /// [`ANNOTATIONS_VERSION`] of the generator that wrote the annotation
+    /// files (0: before versions were recorded).
+    #[serde(default)]
+    pub annotations_version: u32,
 }
+
+/// Version of the annotation files' generator: a cached world written by
+/// another version is generated again (its images do not change).
+/// 2: SNLI-VE contradictions take the form of their entailment (a count
+/// or an object), so the hypothesis alone no longer tells them apart.
+pub const ANNOTATIONS_VERSION: u32 = 2;
 
 /// File name of the world's ground truth and config.
 pub const WORLD_FILE: &str = "world.json";
@@ -470,6 +480,7 @@ pub fn write_world(config: &WorldConfig, dir: &Path) -> Result<WorldSummary, Dat
         config: config.clone(),
         images,
         files: Vec::new(),
+        annotations_version: ANNOTATIONS_VERSION,
     };
     write(
         WORLD_FILE,
@@ -485,7 +496,8 @@ pub fn existing_world(dir: &Path, config: &WorldConfig) -> Option<WorldSummary> 
     let text = std::fs::read_to_string(dir.join(WORLD_FILE)).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     let summary: WorldSummary = serde_json::from_value(value.get("summary")?.clone()).ok()?;
-    (summary.config == *config).then_some(summary)
+    (summary.config == *config && summary.annotations_version == ANNOTATIONS_VERSION)
+        .then_some(summary)
 }
 
 /// A world read back from its `world.json`: the config that generated it

@@ -332,29 +332,43 @@ fn ve(config: &WorldConfig, scenes: &[&Scene]) -> Value {
         let o = &scene.objects[rng.random_range(0..scene.objects.len())];
         let describe = |o: &Object| format!("{} {}", colour_name(o.colour), shape_name(o.shape));
         let n = scene.objects.len();
-        let entailment = if rng.random_bool(0.5) {
-            format!("there is a {}", describe(o))
-        } else {
+        let count = |k: usize| {
             format!(
                 "there {} {} shape{}",
-                if n == 1 { "is" } else { "are" },
-                COUNT[n],
-                if n == 1 { "" } else { "s" }
+                if k == 1 { "is" } else { "are" },
+                COUNT[k],
+                if k == 1 { "" } else { "s" }
             )
         };
-        let contradiction = loop {
-            let candidate = Object {
-                colour: Colour::ALL[rng.random_range(0..8)],
-                shape: Shape::ALL[rng.random_range(0..7)],
-                ..o.clone()
+        // The contradiction takes the entailment's form (a count, or an
+        // object), so that the hypothesis alone cannot tell them apart.
+        let (entailment, contradiction) = if rng.random_bool(0.5) {
+            let wrong = loop {
+                let k = rng.random_range(1..=super::MAX_OBJECTS);
+                if k != n {
+                    break k;
+                }
             };
-            if !scene
-                .objects
-                .iter()
-                .any(|p| p.colour == candidate.colour && p.shape == candidate.shape)
-            {
-                break format!("there is a {}", describe(&candidate));
-            }
+            (count(n), count(wrong))
+        } else {
+            let absent = loop {
+                let candidate = Object {
+                    colour: Colour::ALL[rng.random_range(0..8)],
+                    shape: Shape::ALL[rng.random_range(0..7)],
+                    ..o.clone()
+                };
+                if !scene
+                    .objects
+                    .iter()
+                    .any(|p| p.colour == candidate.colour && p.shape == candidate.shape)
+                {
+                    break candidate;
+                }
+            };
+            (
+                format!("there is a {}", describe(o)),
+                format!("there is a {}", describe(&absent)),
+            )
         };
         let neutral = format!(
             "the {} {}",
