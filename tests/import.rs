@@ -172,6 +172,45 @@ fn albef_pth_loads_online_momentum_and_queues() {
 }
 
 #[test]
+fn ve_loads_its_own_layout_and_the_pretraining_one() {
+    let device = Device::flex();
+    // A VE checkpoint: online and momentum, `cls_head.{0,2}` included.
+    let dir = fixture("albef_ve");
+    let config: AlbefConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let raw = TensorMap::read(&dir.join("model.safetensors")).unwrap();
+    let ve = import::albef_ve::load_albef_ve(&config, raw.clone(), &device).unwrap();
+    let momentum = ve.momentum.expect("momentum copies");
+    let loaded = momentum.cls_head.out.weight.val().transpose().into_data();
+    loaded.assert_eq(raw.get("cls_head_m.2.weight").unwrap(), true);
+    let online = ve.model.cls_head.out.weight.val().transpose().into_data();
+    online.assert_eq(raw.get("cls_head.2.weight").unwrap(), true);
+
+    // A pretraining checkpoint: the encoders, a fresh head shared by the
+    // momentum copy, and everything else dropped by name.
+    let dir = fixture("albef");
+    let config: AlbefConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let raw = TensorMap::read(&dir.join("checkpoint.pth")).unwrap();
+    let ve = import::albef_ve::load_albef_ve(&config, raw.clone(), &device).unwrap();
+    let pretrained = import::albef::load_albef(&config, raw, &device).unwrap();
+    assert_same_parameters(&ve.model.visual_encoder, &pretrained.model.visual_encoder);
+    assert_same_parameters(&ve.model.text_encoder, &pretrained.model.text_encoder.bert);
+    let momentum = ve.momentum.expect("momentum copies");
+    let pretrained_momentum = pretrained.momentum.unwrap();
+    assert_same_parameters(
+        &momentum.text_encoder,
+        &pretrained_momentum.text_encoder.bert,
+    );
+    assert_same_parameters(&momentum.cls_head, &ve.model.cls_head);
+    let dropped: Vec<&str> = ve.report.skipped.iter().map(|(k, _)| k.as_str()).collect();
+    for key in ["vision_proj.weight", "itm_head.bias", "image_queue", "temp"] {
+        assert!(dropped.contains(&key), "{key} not reported: {dropped:?}");
+    }
+    assert!(dropped.iter().any(|k| k.starts_with("text_encoder.cls.")));
+}
+
+#[test]
 fn burnpack_checkpoints_round_trip_exactly() {
     let device = Device::flex();
     let config = AlbefConfig::tiny(50);

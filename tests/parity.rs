@@ -17,6 +17,7 @@ fn every_fixture_matches_pytorch() {
     for expected in [
         "albef",
         "albef_finetuned",
+        "albef_ve",
         "altclip",
         "bert",
         "bert_mlm",

@@ -15,6 +15,8 @@
 //! `temp`, `itm_head`); [`crate::import::albef`] loads `ALBEF.pth` and the
 //! fine-tuned checkpoints, momentum copies and queues included.
 
+pub mod ve;
+
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Bool, Device, Tensor};
@@ -259,7 +261,7 @@ impl Albef {
 }
 
 /// Image tokens as a cross-attention source: never padded.
-fn image_context(image_embeds: Tensor<3>) -> CrossAttentionInput {
+pub(crate) fn image_context(image_embeds: Tensor<3>) -> CrossAttentionInput {
     CrossAttentionInput {
         states: image_embeds,
         mask: AttentionMask::none(),

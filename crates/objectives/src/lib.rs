@@ -25,7 +25,7 @@ pub mod momentum;
 
 pub use contrastive::{FeatureQueue, ItcLoss, clip_loss, distilled_targets, itc_loss};
 pub use distill::mse_loss;
-pub use entropy::{cross_entropy, soft_cross_entropy};
+pub use entropy::{classifier_distillation, cross_entropy, soft_cross_entropy};
 pub use itm::{HardNegatives, itm_loss, sample_hard_negatives};
 pub use mlm::{MaskedTokens, MaskingConfig, mask_tokens, mlm_loss};
 pub use momentum::{alpha_at, ema_update, flat_parameters, fresh_copy};

@@ -164,13 +164,19 @@ pub enum ModelKind {
     AltClip,
     /// ALBEF with the official parameter names.
     Albef,
+    /// ALBEF's SNLI-VE model (`"task": "ve"`), official VE names.
+    AlbefVe,
 }
 
 impl ModelKind {
     /// Reads the kind from a fixture's `config.json`.
     pub fn from_config(config: &Value) -> Option<Self> {
         if config.get("bert_config").is_some() {
-            return Some(Self::Albef);
+            return match config.get("task").map(|t| t.as_str()) {
+                None => Some(Self::Albef),
+                Some(Some("ve")) => Some(Self::AlbefVe),
+                Some(_) => None,
+            };
         }
         let masked_lm = config["architectures"]
             .as_array()
@@ -205,6 +211,7 @@ impl ModelKind {
                 "mlm_logits",
                 "pos_embed_interp_6x6",
             ],
+            Self::AlbefVe => &["ve_logits"],
         }
     }
 
@@ -217,6 +224,7 @@ impl ModelKind {
             Self::Vit => &["pixel_values"],
             Self::Clip | Self::AltClip => &["input_ids", "attention_mask", "pixel_values"],
             Self::Albef => &["input_ids", "attention_mask", "image", "pos_embed_in"],
+            Self::AlbefVe => &["input_ids", "attention_mask", "image"],
         }
     }
 }
@@ -247,7 +255,7 @@ pub fn check_dir(dir: &Path, tolerance: f32, device: &Device) -> Result<ParityRe
     let model = ModelKind::from_config(&config).ok_or_else(|| {
         fixture_err(
             config_path.clone(),
-            "neither an ALBEF config (bert_config) nor an HF model_type among bert, vit, xlm-roberta, clip, altclip"
+            "neither an ALBEF config (bert_config, with an optional \"task\": \"ve\") nor an HF model_type among bert, vit, xlm-roberta, clip, altclip"
                 .into(),
         )
     })?;
@@ -357,6 +365,15 @@ pub fn check_dir(dir: &Path, tolerance: f32, device: &Device) -> Result<ParityRe
             let checkpoint =
                 import::albef::load_albef(&config, tensors, device).map_err(import_err)?;
             albef_outputs(&checkpoint.model, &inputs)?
+        }
+        ModelKind::AlbefVe => {
+            let config: vl_models::AlbefConfig = parse(&config_path, &config_text)?;
+            let checkpoint =
+                import::albef_ve::load_albef_ve(&config, tensors, device).map_err(import_err)?;
+            let logits = checkpoint
+                .model
+                .logits(inputs.float::<4>("image")?, &inputs.text()?);
+            outputs([("ve_logits", logits)])
         }
     };
 

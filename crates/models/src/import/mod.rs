@@ -17,6 +17,7 @@
 //!    `gamma/beta`).
 
 pub mod albef;
+pub mod albef_ve;
 pub mod bert;
 pub mod clip;
 pub mod vit;
