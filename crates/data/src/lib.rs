@@ -3,6 +3,7 @@
 //! and loaders.
 
 pub mod fashion_mnist;
+pub mod grounding;
 pub mod images;
 pub mod loader;
 pub mod manifest;

@@ -15,6 +15,7 @@
 //! `temp`, `itm_head`); [`crate::import::albef`] loads `ALBEF.pth` and the
 //! fine-tuned checkpoints, momentum copies and queues included.
 
+pub mod gradcam;
 pub mod ve;
 
 use burn::module::{Module, Param};

@@ -294,6 +294,42 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// [`Attention::forward`] spelled out (no dropout), also returning the
+    /// attention probabilities `[batch, heads, queries, keys]` as a fresh
+    /// autodiff leaf that the output is computed from: its gradient after
+    /// a backward pass is the gradient with respect to the probabilities,
+    /// what Grad-CAM reads (the reference's `save_attention` hooks).
+    pub fn forward_probed(
+        &self,
+        x: Tensor<3>,
+        context: Tensor<3>,
+        mask: &AttentionMask,
+    ) -> (Tensor<3>, Tensor<4>) {
+        let [batch, queries, d_model] = x.dims();
+        let heads = self.num_heads;
+        let d_head = d_model / heads;
+        let keys = context.dims()[1];
+        let split = |t: Tensor<3>, n: usize| t.reshape([batch, n, heads, d_head]).swap_dims(1, 2);
+        let q = split(linear_rows(&self.query, x), queries);
+        let k = split(linear_rows(&self.key, context.clone()), keys);
+        let v = split(linear_rows(&self.value, context), keys);
+        let mask = mask.expand([batch, heads, queries, keys], &q.device());
+        let scores = q.matmul(k.swap_dims(2, 3)) * (d_head as f64).powf(-0.5);
+        let scores = match mask {
+            Some(mask) => scores.mask_fill(mask, MASKED_SCORE),
+            None => scores,
+        };
+        let probs = activation::softmax(scores, 3)
+            .without_autodiff()
+            .autodiff()
+            .require_grad();
+        let attended = probs.clone().matmul(v.autodiff());
+        let attended = attended.swap_dims(1, 2).reshape([batch, queries, d_model]);
+        (linear_rows(&self.out, attended), probs)
+    }
+}
+
 /// The two-layer feed-forward network of a transformer layer.
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -446,6 +482,35 @@ impl TransformerLayer {
             _ => x,
         };
         self.sublayer(x, &self.mlp_norm, |h| self.mlp.forward(h))
+    }
+
+    /// [`TransformerLayer::forward`] with its cross-attention probed
+    /// ([`Attention::forward_probed`]): the output and the cross-attention
+    /// probabilities' leaf.
+    ///
+    /// # Panics
+    /// If the layer has no cross-attention.
+    pub fn forward_probed(
+        &self,
+        x: Tensor<3>,
+        mask: &AttentionMask,
+        cross: &CrossAttentionInput,
+    ) -> (Tensor<3>, Tensor<4>) {
+        let (Some(attention), Some(norm)) = (&self.crossattention, &self.crossattention_norm)
+        else {
+            panic!("only a cross-attention layer can be probed");
+        };
+        let x = self.sublayer(x, &self.attention_norm, |h| {
+            self.attention.forward(h, None, mask)
+        });
+        let mut probs = None;
+        let x = self.sublayer(x, norm, |h| {
+            let (out, p) = attention.forward_probed(h, cross.states.clone(), &cross.mask);
+            probs = Some(p);
+            out
+        });
+        let x = self.sublayer(x, &self.mlp_norm, |h| self.mlp.forward(h));
+        (x, probs.expect("the cross-attention ran"))
     }
 
     fn sublayer(

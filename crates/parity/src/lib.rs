@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde_json::Value;
 use vl_models::TextInput;
@@ -166,6 +167,9 @@ pub enum ModelKind {
     Albef,
     /// ALBEF's SNLI-VE model (`"task": "ve"`), official VE names.
     AlbefVe,
+    /// ALBEF's retrieval model with Grad-CAM on the cross-attention of
+    /// `"gradcam_layer"` (`"task": "grounding"`).
+    AlbefGrounding,
 }
 
 impl ModelKind {
@@ -175,6 +179,7 @@ impl ModelKind {
             return match config.get("task").map(|t| t.as_str()) {
                 None => Some(Self::Albef),
                 Some(Some("ve")) => Some(Self::AlbefVe),
+                Some(Some("grounding")) => Some(Self::AlbefGrounding),
                 Some(_) => None,
             };
         }
@@ -212,6 +217,17 @@ impl ModelKind {
                 "pos_embed_interp_6x6",
             ],
             Self::AlbefVe => &["ve_logits"],
+            Self::AlbefGrounding => &[
+                "image_embeds",
+                "image_feat",
+                "text_embeds",
+                "text_feat",
+                "sim_i2t",
+                "fusion_last_hidden_state",
+                "multimodal_last_hidden_state",
+                "itm_logits",
+                "gradcam",
+            ],
         }
     }
 
@@ -224,7 +240,7 @@ impl ModelKind {
             Self::Vit => &["pixel_values"],
             Self::Clip | Self::AltClip => &["input_ids", "attention_mask", "pixel_values"],
             Self::Albef => &["input_ids", "attention_mask", "image", "pos_embed_in"],
-            Self::AlbefVe => &["input_ids", "attention_mask", "image"],
+            Self::AlbefVe | Self::AlbefGrounding => &["input_ids", "attention_mask", "image"],
         }
     }
 }
@@ -255,7 +271,7 @@ pub fn check_dir(dir: &Path, tolerance: f32, device: &Device) -> Result<ParityRe
     let model = ModelKind::from_config(&config).ok_or_else(|| {
         fixture_err(
             config_path.clone(),
-            "neither an ALBEF config (bert_config, with an optional \"task\": \"ve\") nor an HF model_type among bert, vit, xlm-roberta, clip, altclip"
+            "neither an ALBEF config (bert_config, with an optional \"task\": \"ve\" or \"grounding\") nor an HF model_type among bert, vit, xlm-roberta, clip, altclip"
                 .into(),
         )
     })?;
@@ -374,6 +390,33 @@ pub fn check_dir(dir: &Path, tolerance: f32, device: &Device) -> Result<ParityRe
                 .model
                 .logits(inputs.float::<4>("image")?, &inputs.text()?);
             outputs([("ve_logits", logits)])
+        }
+        ModelKind::AlbefGrounding => {
+            let config: vl_models::AlbefConfig = parse(&config_path, &config_text)?;
+            let layer = serde_json::from_str::<Value>(&config_text)
+                .ok()
+                .and_then(|c| c["gradcam_layer"].as_u64())
+                .ok_or_else(|| {
+                    fixture_err(
+                        config_path.clone(),
+                        "\"task\": \"grounding\" needs an integer \"gradcam_layer\"".into(),
+                    )
+                })? as usize;
+            let fusion = config.bert_config.fusion_layer.unwrap_or(0);
+            let layers = config.bert_config.num_hidden_layers;
+            if !(fusion..layers).contains(&layer) {
+                return Err(fixture_err(
+                    config_path.clone(),
+                    format!("gradcam_layer {layer} is not a fusion layer ({fusion}..{layers})"),
+                ));
+            }
+            let checkpoint =
+                import::albef::load_albef(&config, tensors, device).map_err(import_err)?;
+            let model = checkpoint.model.valid();
+            let mut computed = albef_outputs(&model, &inputs)?;
+            let cam = model.grad_cam(inputs.float::<4>("image")?, &inputs.text()?, layer, device);
+            computed.insert("gradcam", cam.maps.into_data());
+            computed
         }
     };
 
