@@ -6,7 +6,7 @@
 //! prints the table. `pretrain` and `eval-retrieval` take reference-style
 //! YAML configs and real ALBEF manifests. See the README and docs/.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -19,7 +19,12 @@ use vl_training::albef::pipeline::{
     PretrainJob, PretrainOutcome, RetrievalOutcome, Start, checkpoint_to_evaluate, evaluate_run,
     pretrain, world_manifests,
 };
+use vl_training::albef::tasks::{TasksJob, run_tasks};
 use vl_training::eval::retrieval::RetrievalMetrics;
+
+mod grounding;
+mod retrieval;
+mod ve;
 
 #[derive(Parser)]
 #[command(version, about = "ALBEF pretraining and retrieval on burn")]
@@ -36,6 +41,18 @@ enum Command {
     Pretrain(PretrainArgs),
     /// Zero-shot retrieval evaluation of a checkpoint (ITC top-k, ITM re-ranking).
     EvalRetrieval(EvalArgs),
+    /// Every downstream task on the synthetic world from the default run's checkpoint
+    /// (pretrained first if missing): one table beside chance and a text-only baseline.
+    Tasks(TasksArgs),
+    /// Weakly supervised grounding: retrieval fine-tuning on referring expressions, then
+    /// Grad-CAM on a fusion layer's cross-attention picks a candidate box (val_d, test_d).
+    Grounding(grounding::GroundingArgs),
+    /// Fine-tune for image–text retrieval: ITC with image-id positives and an id queue,
+    /// ITM hard negatives, momentum distillation; val/test retrieval every epoch.
+    Retrieval(retrieval::RetrievalArgs),
+    /// Fine-tune for visual entailment (SNLI-VE): a 3-way head on the fused [CLS],
+    /// classifier distillation; val/test accuracy every epoch, best by val.
+    Ve(ve::VeArgs),
     /// The backend-swap experiment: the same pretraining steps from the same
     /// weights and batches on every compiled backend, compared with the CPU.
     Backends(BackendsArgs),
@@ -130,6 +147,15 @@ struct PretrainArgs {
 }
 
 #[derive(Args)]
+struct TasksArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Where generated worlds are cached.
+    #[arg(long, default_value = ".cache")]
+    cache: PathBuf,
+}
+
+#[derive(Args)]
 struct EvalArgs {
     #[command(flatten)]
     common: Common,
@@ -160,27 +186,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
-    match cli.command {
-        None => quick(cli.quick),
-        Some(Command::Pretrain(args)) => pretrain_command(args),
-        Some(Command::EvalRetrieval(args)) => eval_command(args),
-        Some(Command::Backends(args)) => backends_command(args),
-    }
-}
-
-/// The default run: world → tokenizer → pretrain `tiny` → zero-shot retrieval.
-fn quick(args: QuickArgs) -> anyhow::Result<ExitCode> {
-    let seed = args.common.seed;
+/// The synthetic world of `seed` in `cache`, generated if missing.
+fn synthetic_world(cache: &Path, seed: u64, caption_noise: f64) -> anyhow::Result<PathBuf> {
     let world = WorldConfig {
         seed,
-        caption_noise: args.caption_noise,
+        caption_noise,
         ..WorldConfig::default()
     };
-    let world_dir = args.cache.join(format!(
-        "shapes-world-seed{seed}-noise{}-{}px-{}",
-        args.caption_noise, world.image_size, world.images
+    let world_dir = cache.join(format!(
+        "shapes-world-seed{seed}-noise{caption_noise}-{}px-{}",
+        world.image_size, world.images
     ));
     if existing_world(&world_dir, &world).is_none() {
         log::info!(
@@ -192,11 +207,37 @@ fn quick(args: QuickArgs) -> anyhow::Result<ExitCode> {
     } else {
         log::info!("using the cached world {}", world_dir.display());
     }
+    Ok(world_dir)
+}
+
+/// Where the default run of `seed` writes.
+fn default_run_dir(seed: u64) -> PathBuf {
+    PathBuf::from(format!("runs/albef-tiny-seed{seed}"))
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => quick(cli.quick),
+        Some(Command::Pretrain(args)) => pretrain_command(args),
+        Some(Command::EvalRetrieval(args)) => eval_command(args),
+        Some(Command::Tasks(args)) => tasks_command(args),
+        Some(Command::Grounding(args)) => grounding::grounding_command(args),
+        Some(Command::Retrieval(args)) => retrieval::retrieval_command(args),
+        Some(Command::Ve(args)) => ve::ve_command(args),
+        Some(Command::Backends(args)) => backends_command(args),
+    }
+}
+
+/// The default run: world → tokenizer → pretrain `tiny` → zero-shot retrieval.
+fn quick(args: QuickArgs) -> anyhow::Result<ExitCode> {
+    let seed = args.common.seed;
+    let world_dir = synthetic_world(&args.cache, seed, args.caption_noise)?;
     let out = args
         .common
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/albef-tiny-seed{seed}")));
+        .unwrap_or_else(|| default_run_dir(seed));
     let args = PretrainArgs {
         common: Common {
             out: Some(out),
@@ -428,5 +469,50 @@ fn backends_command(args: BackendsArgs) -> anyhow::Result<ExitCode> {
         );
         reference.get_or_insert(losses);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tasks`: the default run's checkpoint (trained first if missing), then
+/// every downstream task, one table.
+fn tasks_command(args: TasksArgs) -> anyhow::Result<ExitCode> {
+    let seed = args.common.seed;
+    let pretrained = default_run_dir(seed).join("checkpoint.ckpt");
+    if !pretrained.is_file() {
+        log::info!(
+            "{} is missing: pretraining it first (the default run)",
+            pretrained.display()
+        );
+        quick(QuickArgs {
+            common: Common {
+                out: None,
+                ..args.common.clone()
+            },
+            caption_noise: 0.0,
+            alpha: None,
+            epochs: None,
+            cache: args.cache.clone(),
+        })?;
+    }
+    let job = TasksJob {
+        world: synthetic_world(&args.cache, seed, 0.0)?,
+        pretrained,
+        out: args.common.out_dir(&format!("runs/tasks-seed{seed}"))?,
+        seed,
+    };
+    let table = run_tasks(&job, &args.common.backend.device()?)?;
+    println!(
+        "\n{:<10} {:<18} {:>8} {:>8} {:>10}",
+        "task", "metric", "value", "chance", "text-only"
+    );
+    for row in &table.rows {
+        let text_only = row
+            .text_only
+            .map_or("-".to_string(), |t| format!("{:.3}", t));
+        println!(
+            "{:<10} {:<18} {:>8.3} {:>8.3} {:>10}",
+            row.task, row.metric, row.value, row.chance, text_only
+        );
+    }
+    println!("written to {}", job.out.join("tasks.json").display());
     Ok(ExitCode::SUCCESS)
 }

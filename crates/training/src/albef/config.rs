@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use vl_models::AlbefConfig;
 
@@ -273,34 +274,8 @@ impl PretrainConfig {
     /// `bert_config`, the other fields of an HF BERT config are accepted).
     /// The values are then checked ([`PretrainConfig::validate`]).
     pub fn from_yaml_file(path: &Path) -> Result<Self, TrainError> {
-        let mut value = read_yaml(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut source = path.to_owned();
-        if let Some(bert) = value.get("bert_config").and_then(|v| v.as_str()) {
-            let bert_path = base.join(bert);
-            let text = std::fs::read_to_string(&bert_path).map_err(|source| TrainError::Io {
-                path: bert_path.clone(),
-                source,
-            })?;
-            value["bert_config"] =
-                serde_json::from_str(&text).map_err(|source| TrainError::Json {
-                    path: bert_path.clone(),
-                    source,
-                })?;
-            source = bert_path;
-        }
-        let schema = Self::schema();
-        let mut config: Self =
-            from_value_strict(path, value, &schema, &["bert_config"]).map_err(|e| match e {
-                // A key under `bert_config` lives in the BERT file.
-                TrainError::UnknownKey { key, .. } if key.key.starts_with("bert_config.") => {
-                    TrainError::UnknownKey {
-                        path: source.clone(),
-                        key,
-                    }
-                }
-                other => other,
-            })?;
+        let mut config: Self = read_with_bert_config(path, &Self::schema())?;
         let resolve = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -389,8 +364,40 @@ impl PretrainConfig {
     }
 }
 
+/// Reads an ALBEF YAML config strictly against `schema` (every key it may
+/// hold). `bert_config` may be inline or, as in the reference, a path to a
+/// BERT `config.json` relative to the YAML file, whose unknown keys are
+/// then reported against that file.
+pub(crate) fn read_with_bert_config<T: DeserializeOwned, S: Serialize>(
+    path: &Path,
+    schema: &S,
+) -> Result<T, TrainError> {
+    let mut value = read_yaml(path)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut source = path.to_owned();
+    if let Some(bert) = value.get("bert_config").and_then(|v| v.as_str()) {
+        let bert_path = base.join(bert);
+        let text = std::fs::read_to_string(&bert_path).map_err(|source| TrainError::Io {
+            path: bert_path.clone(),
+            source,
+        })?;
+        value["bert_config"] = serde_json::from_str(&text).map_err(|source| TrainError::Json {
+            path: bert_path.clone(),
+            source,
+        })?;
+        source = bert_path;
+    }
+    from_value_strict(path, value, schema, &["bert_config"]).map_err(|e| match e {
+        // A key under `bert_config` lives in the BERT file.
+        TrainError::UnknownKey { key, .. } if key.key.starts_with("bert_config.") => {
+            TrainError::UnknownKey { path: source, key }
+        }
+        other => other,
+    })
+}
+
 /// The model's shape: what [`AlbefConfig::init`] would otherwise assert.
-fn check_model(model: &AlbefConfig, c: &mut Checks) {
+pub(crate) fn check_model(model: &AlbefConfig, c: &mut Checks) {
     let bert = &model.bert_config;
     c.positive(bert.hidden_size, "bert_config.hidden_size");
     c.positive(bert.num_attention_heads, "bert_config.num_attention_heads");

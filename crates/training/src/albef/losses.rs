@@ -9,7 +9,7 @@ use burn::tensor::{Bool, Device, Int, Tensor};
 use rand::rngs::StdRng;
 use vl_models::blocks::padding_mask;
 use vl_models::{Albef, TextInput};
-use vl_objectives::contrastive::{diagonal_targets, same_id};
+use vl_objectives::contrastive::{diagonal_targets, id_targets, same_id};
 use vl_objectives::{distilled_targets, itc_loss, itm_loss, mlm_loss, sample_hard_negatives};
 
 use crate::albef::step::StepContext;
@@ -35,15 +35,19 @@ pub(super) fn online_encoders(
 }
 
 /// ITC with queues and momentum distillation (eq. 6), then ITM on hard
-/// negatives drawn from the in-batch similarities.
+/// negatives drawn from the in-batch similarities. With `ids` (retrieval
+/// fine-tuning, `models/model_retrieval.py`), every batch or queue column
+/// of a sample's image id is its positive, and no negative shares its id;
+/// without, each sample is its own only positive (pretraining).
 pub(super) fn itc_itm(
     model: &Albef,
     online: OnlineEncoders,
-    image_feat_m: &Tensor<2>,
-    text_feat_m: &Tensor<2>,
+    momentum_feat: (&Tensor<2>, &Tensor<2>),
+    ids: Option<&Tensor<1, Int>>,
     context: &StepContext,
     rng: &mut StdRng,
 ) -> (Tensor<1>, Tensor<1>) {
+    let (image_feat_m, text_feat_m) = momentum_feat;
     let device = context.device;
     let OnlineEncoders {
         image_embeds,
@@ -58,7 +62,10 @@ pub(super) fn itc_itm(
         .with_batch(image_feat_m.clone(), text_feat_m.clone());
     let temp = model.temp.val();
     let temp_m = temp.clone().without_autodiff().unsqueeze::<2>();
-    let truth = diagonal_targets(b, image_all.dims()[1], device);
+    let truth = match ids {
+        Some(ids) => id_targets(ids.clone(), context.queue.ids_with_batch(ids.clone())),
+        None => diagonal_targets(b, image_all.dims()[1], device),
+    };
     let targets_i2t = distilled_targets(
         image_feat_m.clone().matmul(text_all.clone()) / temp_m.clone(),
         truth.clone(),
@@ -80,11 +87,14 @@ pub(super) fn itc_itm(
     );
 
     let in_batch = |sim: &Tensor<2>| sim.clone().without_autodiff().slice([0..b, 0..b]);
-    let diagonal: Tensor<2, Bool> = same_id(Tensor::arange(0..b as i64, device));
+    let positives: Tensor<2, Bool> = match ids {
+        Some(ids) => same_id(ids.clone()),
+        None => same_id(Tensor::arange(0..b as i64, device)),
+    };
     let negatives = sample_hard_negatives(
         in_batch(&itc.sim_i2t),
         in_batch(&itc.sim_t2i),
-        diagonal,
+        positives,
         context.hardness,
         rng,
     );

@@ -4,7 +4,7 @@
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use vl_data::ImageTextBatch;
@@ -33,6 +33,9 @@ pub(super) struct StepContext<'a> {
     pub(super) threads: StepThreads,
     /// [`PretrainConfig::text_length_groups`].
     pub(super) text_groups: usize,
+    /// Whether samples sharing an image id are each other's positives
+    /// (retrieval fine-tuning) rather than only themselves.
+    pub(super) image_id_positives: bool,
 }
 
 /// One worker's share of a step.
@@ -43,6 +46,8 @@ pub(super) struct ShardOutput {
     /// Momentum features to enqueue, `[samples, embed_dim]`.
     pub(super) image_feat_m: Tensor<2>,
     pub(super) text_feat_m: Tensor<2>,
+    /// Their image ids, with `image_id_positives`.
+    pub(super) ids: Option<Tensor<1, Int>>,
     pub(super) samples: usize,
 }
 
@@ -77,6 +82,10 @@ pub(super) fn shard_forward_backward(
     let b = batch.len();
     // Uploaded once; the online passes see it on the autodiff device.
     let images = batch.images.to_tensor(device);
+    let ids = context.image_id_positives.then(|| {
+        let ids: Vec<i64> = batch.image_ids.iter().map(|&i| i as i64).collect();
+        Tensor::<1, Int>::from_data(ids.as_slice(), device)
+    });
     let masked = mask_tokens(&batch.text.ids, context.masking, &mut rng);
     let groups = text_groups(&batch.text, &masked, context.text_groups);
     let mlm = MlmInputs {
@@ -114,7 +123,15 @@ pub(super) fn shard_forward_backward(
                 let online = online_encoders(model, &groups, images.clone(), &ad);
                 let feats: (Tensor<2>, Tensor<2>) =
                     features.recv().expect("the momentum pass panicked");
-                let (itc, itm) = itc_itm(model, online, &feats.0, &feats.1, context, &mut rng);
+                let momentum_feat = (&feats.0, &feats.1);
+                let (itc, itm) = itc_itm(
+                    model,
+                    online,
+                    momentum_feat,
+                    ids.as_ref(),
+                    context,
+                    &mut rng,
+                );
                 let losses = [scalar(&itc), scalar(&itm)];
                 let grads = GradientsParams::from_grads((itc + itm).backward(), model);
                 (losses, grads, feats)
@@ -125,6 +142,7 @@ pub(super) fn shard_forward_backward(
             grads: weighted_gradient_sum(model, vec![(grads, 1.0), (grads_mlm, 1.0)]),
             image_feat_m,
             text_feat_m,
+            ids,
             samples: b,
         };
     }
@@ -145,8 +163,8 @@ pub(super) fn shard_forward_backward(
     let (itc, itm) = itc_itm(
         model,
         online,
-        &image_feat_m,
-        &text_feat_m,
+        (&image_feat_m, &text_feat_m),
+        ids.as_ref(),
         context,
         &mut rng,
     );
@@ -157,6 +175,7 @@ pub(super) fn shard_forward_backward(
         grads: GradientsParams::from_grads(loss.backward(), model),
         image_feat_m,
         text_feat_m,
+        ids,
         samples: b,
     }
 }

@@ -41,7 +41,11 @@ pub use teacher::TeacherTraining;
 /// The recipe of an AltCLIP checkpoint (any stage).
 pub fn recipe_of(checkpoint: &Checkpoint) -> Result<AltClipRecipe, TrainError> {
     let kind = match checkpoint.kind() {
-        JobKind::AlbefPretrain | JobKind::AlbefVisionWarmup => JobKind::AltclipTeacher,
+        JobKind::AlbefPretrain
+        | JobKind::AlbefVisionWarmup
+        | JobKind::AlbefVe
+        | JobKind::AlbefRetrieval
+        | JobKind::AlbefGrounding => JobKind::AltclipTeacher,
         altclip => altclip,
     };
     Ok(checkpoint.state::<AltClipRecipe>(kind)?.config)

@@ -34,7 +34,13 @@ fn stage_config(recipe: &AltClipRecipe, kind: JobKind) -> &StageConfig {
         JobKind::AltclipTeacher => &recipe.teacher_training,
         JobKind::AltclipStage1 => &recipe.stage1,
         JobKind::AltclipStage2 => &recipe.stage2,
-        JobKind::AlbefPretrain | JobKind::AlbefVisionWarmup => unreachable!("not an AltCLIP stage"),
+        JobKind::AlbefPretrain
+        | JobKind::AlbefVisionWarmup
+        | JobKind::AlbefVe
+        | JobKind::AlbefRetrieval
+        | JobKind::AlbefGrounding => {
+            unreachable!("not an AltCLIP stage")
+        }
     }
 }
 

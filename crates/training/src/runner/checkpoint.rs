@@ -34,6 +34,12 @@ pub enum JobKind {
     AlbefPretrain,
     /// The vision warm-up that opens a fresh `train-albef pretrain` run.
     AlbefVisionWarmup,
+    /// `train-albef ve`.
+    AlbefVe,
+    /// `train-albef retrieval`.
+    AlbefRetrieval,
+    /// `train-albef grounding`.
+    AlbefGrounding,
     /// `altclip-distill teacher`.
     AltclipTeacher,
     /// `altclip-distill distill` (stage 1).
@@ -47,6 +53,9 @@ impl std::fmt::Display for JobKind {
         f.write_str(match self {
             JobKind::AlbefPretrain => "ALBEF pretraining",
             JobKind::AlbefVisionWarmup => "ALBEF vision warm-up",
+            JobKind::AlbefVe => "ALBEF SNLI-VE fine-tuning",
+            JobKind::AlbefRetrieval => "ALBEF retrieval fine-tuning",
+            JobKind::AlbefGrounding => "ALBEF grounding fine-tuning",
             JobKind::AltclipTeacher => "AltCLIP teacher training",
             JobKind::AltclipStage1 => "AltCLIP stage 1 (teacher learning)",
             JobKind::AltclipStage2 => "AltCLIP stage 2 (contrastive tuning)",

@@ -24,9 +24,11 @@
 //!   adds the two gradients: the summed loss's gradient, on two cores
 //!   (the threading itself lives in `step.rs`).
 
+mod saved;
+
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Bytes, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use vl_data::{ImageTextBatch, SpecialTokens};
 use vl_models::Albef;
@@ -35,7 +37,7 @@ use vl_objectives::{FeatureQueue, MaskingConfig, alpha_at, ema_update, fresh_cop
 use crate::TrainError;
 use crate::albef::config::PretrainConfig;
 use crate::albef::step::{ShardOutput, StepContext, shard_forward_backward};
-use crate::runner::checkpoint::{Checkpoint, JobKind, RunState, tensor_bytes, tensors_from_bytes};
+use crate::runner::checkpoint::{Checkpoint, JobKind};
 use crate::runner::data_parallel::{run_workers, weighted_gradient_sum};
 use crate::runner::optimizer::adamw;
 use crate::runner::seed::derive_seed;
@@ -98,10 +100,32 @@ impl Trainee for AlbefPretraining {
     }
 }
 
-/// Everything that evolves during pretraining.
+/// What the step trains for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Objective {
+    /// ALBEF pretraining: ITC, ITM and MLM, each sample its own only
+    /// positive, the temperature clamped to [0.001, 0.5].
+    Pretraining,
+    /// Retrieval fine-tuning (`models/model_retrieval.py`): ITC and ITM
+    /// (no MLM: `mlm_probability` 0) with every sample of the same image id
+    /// a positive, an id queue beside the feature queues, the temperature
+    /// not clamped. `job` is the fine-tuning config its checkpoints record.
+    Retrieval {
+        /// The job its checkpoints name (retrieval, or grounding, which
+        /// trains the same way).
+        kind: JobKind,
+        /// The job's config, as its checkpoints record it.
+        job: serde_json::Value,
+    },
+}
+
+/// Everything that evolves during pretraining (or retrieval fine-tuning,
+/// the same step on other positives).
 pub struct AlbefPretraining {
     /// The run's configuration.
     pub config: PretrainConfig,
+    /// What it trains for.
+    pub objective: Objective,
     /// The online model (autodiff device); taken out during a step.
     model: Option<Albef>,
     /// The momentum model (plain device); taken out during a step.
@@ -150,6 +174,7 @@ impl AlbefPretraining {
         let masking = masking(&config, special);
         Self {
             config,
+            objective: Objective::Pretraining,
             model: Some(model),
             momentum: Some(momentum),
             queue,
@@ -159,6 +184,42 @@ impl AlbefPretraining {
             masking,
             device: device.clone(),
             model_ema,
+        }
+    }
+
+    /// Starts retrieval fine-tuning from a pretrained `model` and its
+    /// `momentum` copy (the reference loads both), with fresh queues whose
+    /// image ids are all −100 (none), without the MLM head.
+    pub fn for_retrieval(
+        config: PretrainConfig,
+        (mut model, mut momentum): (Albef, Albef),
+        special: SpecialTokens,
+        seed: u64,
+        (kind, job): (JobKind, serde_json::Value),
+        device: &Device,
+    ) -> Self {
+        (model.text_encoder.cls, momentum.text_encoder.cls) = (None, None);
+        let queue = FeatureQueue::new(
+            config.model.embed_dim,
+            config.queue_size,
+            true,
+            derive_seed(seed, u64::MAX),
+            device,
+        );
+        let model = trainable(model, device);
+        let optimizer = adamw(&model, &config.optimizer, SCALARS);
+        Self {
+            masking: masking(&config, special),
+            config,
+            objective: Objective::Retrieval { kind, job },
+            model: Some(model),
+            momentum: Some(fresh_copy(&momentum)),
+            queue,
+            optimizer,
+            position: Position::default(),
+            seed,
+            device: device.clone(),
+            model_ema: None,
         }
     }
 
@@ -201,7 +262,11 @@ impl AlbefPretraining {
         batch: &ImageTextBatch,
         steps_per_epoch: usize,
     ) -> Result<StepLosses, TrainError> {
-        let model = clamp_temperature(self.model.take().expect("present between steps"));
+        let model = self.model.take().expect("present between steps");
+        let model = match self.objective {
+            Objective::Pretraining => clamp_temperature(model),
+            Objective::Retrieval { .. } => model,
+        };
         // The momentum model follows the online one before its forward pass.
         let previous = self.momentum.take().expect("present between steps");
         let momentum = ema_update(previous.clone(), &model, self.config.momentum);
@@ -256,6 +321,7 @@ impl AlbefPretraining {
             },
             threads: self.config.execution.step_threads,
             text_groups: self.config.execution.text_length_groups,
+            image_id_positives: matches!(self.objective, Objective::Retrieval { .. }),
         };
         // Every draw of this step (dropout, masking, negatives) is seeded by
         // the step, so a resumed run repeats an uninterrupted one.
@@ -318,7 +384,12 @@ impl AlbefPretraining {
         };
         // As the reference gathers every process's momentum features.
         let (image_feat_m, text_feat_m) = (cat(|o| &o.image_feat_m), cat(|o| &o.text_feat_m));
-        self.queue.enqueue(image_feat_m, text_feat_m, None);
+        let ids: Option<Vec<_>> = outputs.iter().map(|o| o.ids.clone()).collect();
+        self.queue.enqueue(
+            image_feat_m,
+            text_feat_m,
+            ids.map(|ids| Tensor::cat(ids, 0)),
+        );
         let grads = weighted_gradient_sum(
             model,
             outputs
@@ -328,126 +399,6 @@ impl AlbefPretraining {
         );
         Ok((report, grads))
     }
-
-    /// Snapshot of the whole run.
-    pub fn checkpoint(&self) -> Result<Checkpoint, TrainError> {
-        let mut checkpoint = Checkpoint::new(RunState {
-            kind: JobKind::AlbefPretrain,
-            position: self.position,
-            seed: self.seed,
-            config: &self.config,
-        })?;
-        checkpoint.push_module(MODEL, &self.model().valid())?;
-        checkpoint.push_module(MOMENTUM, self.momentum())?;
-        checkpoint.push(OPTIMIZER, self.optimizer.into_bytes()?.to_vec());
-        // The write pointer first, then both queues.
-        let ptr = (self.queue.ptr as u64).to_le_bytes().to_vec();
-        checkpoint.push(
-            QUEUE,
-            [ptr, tensor_bytes(&[&self.queue.image, &self.queue.text])].concat(),
-        );
-        if let Some(average) = &self.model_ema {
-            checkpoint.push_module(MODEL_EMA, average)?;
-        }
-        Ok(checkpoint)
-    }
-
-    /// Restores a run saved by [`AlbefPretraining::checkpoint`].
-    pub fn resume(
-        checkpoint: &Checkpoint,
-        special: SpecialTokens,
-        device: &Device,
-    ) -> Result<Self, TrainError> {
-        let RunState {
-            position,
-            seed,
-            config,
-            ..
-        } = checkpoint.state::<PretrainConfig>(JobKind::AlbefPretrain)?;
-        let blank = || config.model.init(true, device);
-        let model = checkpoint.module(MODEL, blank())?;
-        let momentum = checkpoint.module(MOMENTUM, blank())?;
-        let model = trainable(model, device);
-        let optimizer = adamw(&model, &config.optimizer, SCALARS).from_bytes(
-            Bytes::from_bytes_vec(checkpoint.section(OPTIMIZER)?.to_vec()),
-        )?;
-        let queue = read_queue(checkpoint.section(QUEUE)?, &config, device)?;
-        let model_ema = match config.recipe.model_ema_decay {
-            Some(_) => Some(checkpoint.module(MODEL_EMA, blank())?),
-            None => None,
-        };
-        let masking = masking(&config, special);
-        Ok(Self {
-            config,
-            model: Some(model),
-            momentum: Some(momentum),
-            queue,
-            optimizer,
-            position,
-            seed,
-            masking,
-            device: device.clone(),
-            model_ema,
-        })
-    }
-
-    /// The weights a finished run is evaluated with, from its checkpoint:
-    /// the weight average where the run kept one, else the online model.
-    pub fn evaluated_from(
-        checkpoint: &Checkpoint,
-        device: &Device,
-    ) -> Result<(Albef, PretrainConfig), TrainError> {
-        let config = checkpoint
-            .state::<PretrainConfig>(JobKind::AlbefPretrain)?
-            .config;
-        let section = match config.recipe.model_ema_decay {
-            Some(_) => MODEL_EMA,
-            None => MODEL,
-        };
-        Ok((
-            checkpoint.module(section, config.model.init(true, device))?,
-            config,
-        ))
-    }
-}
-
-/// Checkpoint sections.
-const MODEL: &str = "model";
-const MOMENTUM: &str = "momentum";
-const OPTIMIZER: &str = "optimizer";
-const QUEUE: &str = "queue";
-/// The weight average's section.
-const MODEL_EMA: &str = "model_ema";
-
-/// The queues of a checkpoint's `queue` section: the write pointer, then
-/// the image and the text queue, `[embed_dim, queue_size]` each.
-fn read_queue(
-    bytes: &[u8],
-    config: &PretrainConfig,
-    device: &Device,
-) -> Result<FeatureQueue, TrainError> {
-    let (ptr, queues) = bytes
-        .split_at_checked(8)
-        .ok_or_else(|| TrainError::ModuleMismatch {
-            section: QUEUE.into(),
-            report: "shorter than its write pointer".into(),
-        })?;
-    let ptr = u64::from_le_bytes(ptr.try_into().expect("8 bytes")) as usize;
-    let shape = [config.model.embed_dim, config.queue_size];
-    let mut tensors = tensors_from_bytes(queues, QUEUE, 2, shape, device)?.into_iter();
-    let (image, text) = (tensors.next().expect("two"), tensors.next().expect("two"));
-    if ptr >= config.queue_size {
-        return Err(TrainError::ModuleMismatch {
-            section: QUEUE.into(),
-            report: format!("write pointer {ptr} past a queue of {}", config.queue_size),
-        });
-    }
-    Ok(FeatureQueue {
-        image,
-        text,
-        ids: None,
-        ptr,
-    })
 }
 
 /// The decay of the weight average's update after `step` steps:
@@ -488,5 +439,4 @@ fn masking(config: &PretrainConfig, special: SpecialTokens) -> MaskingConfig {
 }
 
 #[cfg(test)]
-#[path = "pretraining_tests.rs"]
 mod tests;
