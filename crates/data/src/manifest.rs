@@ -152,7 +152,9 @@ pub fn read_entries<T>(
         path: path.to_owned(),
         source,
     })?;
-    let raw: Vec<&RawValue> = serde_json::from_str(&text).map_err(|e| DataError::Manifest {
+    // A byte-order mark (editors on Windows write one) is not JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let raw: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| DataError::Manifest {
         location: Location {
             file: path.to_owned(),
             line: e.line(),
@@ -268,6 +270,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.png"), b"not checked here").unwrap();
         dir
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_manifest() {
+        let scratch = dir();
+        let manifest = scratch.path().join("bom.json");
+        std::fs::write(
+            &manifest,
+            "\u{feff}[\n  {\"image\": \"a.png\", \"caption\": \"A dog\"}\n]",
+        )
+        .unwrap();
+        let (items, _) = read_captioned_images(&manifest, None, 30, BadEntries::Fail).unwrap();
+        assert_eq!(items[0].captions, ["a dog"]);
+        assert_eq!(items[0].location.line, 2);
     }
 
     #[test]

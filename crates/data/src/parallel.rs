@@ -64,6 +64,8 @@ pub fn read_parallel_tsv(path: &Path) -> Result<Vec<ParallelPair>, DataError> {
         path: path.to_owned(),
         source,
     })?;
+    // A byte-order mark (editors on Windows write one) is not text.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut pairs = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -207,7 +207,9 @@ fn synthetic_world(cache: &Path, seed: u64, caption_noise: f64) -> anyhow::Resul
     } else {
         log::info!("using the cached world {}", world_dir.display());
     }
-    Ok(world_dir)
+    // Absolute: the configs and checkpoint headers that record it must
+    // work from any directory.
+    std::fs::canonicalize(&world_dir).with_context(|| format!("resolving {}", world_dir.display()))
 }
 
 /// Where the default run of `seed` writes.

@@ -282,3 +282,12 @@ fn system_zh_cn_catalogs() {
     }
     assert!(corpus.pairs.len() >= 1000, "{}", corpus.pairs.len());
 }
+
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_first_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bom.tsv");
+    std::fs::write(&path, "\u{feff}a red circle\t一个红色的圆\n").unwrap();
+    let pairs = read_parallel_tsv(&path).unwrap();
+    assert_eq!(pairs[0].source, "a red circle");
+}

@@ -73,7 +73,8 @@ impl RetrievalMetrics {
         let (ni, nt) = (set.images.len() as f64, set.texts.len() as f64);
         let per_image = nt / ni;
         // An image query hits if any of its captions lands in the top k.
-        let txt = |k: f64| 100.0 * (1.0 - (1.0 - k / nt).powf(per_image)).min(1.0);
+        // With k at or past the number of texts every query hits.
+        let txt = |k: f64| 100.0 * (1.0 - (1.0 - k / nt).max(0.0).powf(per_image)).min(1.0);
         let img = |k: f64| 100.0 * (k / ni).min(1.0);
         Self::from_recalls([1.0, 5.0, 10.0].map(txt), [1.0, 5.0, 10.0].map(img))
     }
@@ -365,6 +366,31 @@ fn itm_scores(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chance_is_a_percentage_even_for_one_image() {
+        // One image with one caption: every ranking is right.
+        let set = RetrievalSet {
+            images: vec!["a".into()],
+            texts: vec!["0".into()],
+            img2txt: vec![vec![0]],
+            txt2img: vec![0],
+        };
+        let chance = RetrievalMetrics::chance(&set);
+        assert_eq!(
+            (chance.txt_r1, chance.txt_r10, chance.img_r5),
+            (100.0, 100.0, 100.0)
+        );
+        // Two images of three captions each: TR@5 covers every caption.
+        let set = RetrievalSet {
+            images: vec!["a".into(), "b".into()],
+            texts: (0..6).map(|i| i.to_string()).collect(),
+            img2txt: vec![vec![0, 1, 2], vec![3, 4, 5]],
+            txt2img: vec![0, 0, 0, 1, 1, 1],
+        };
+        let chance = RetrievalMetrics::chance(&set);
+        assert!((0.0..=100.0).contains(&chance.txt_r1) && chance.txt_r10 == 100.0);
+    }
 
     #[test]
     fn metrics_follow_itm_eval() {
