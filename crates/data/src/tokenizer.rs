@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor};
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
-use tokenizers::models::TrainerWrapper;
+use tokenizers::models::bpe::BpeTrainerBuilder;
 use tokenizers::models::unigram::{Unigram, UnigramTrainerBuilder};
-use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
+use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::{BertNormalizer, NFKC};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
@@ -15,6 +15,10 @@ use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::DataError;
+
+mod deterministic;
+
+use deterministic::{DeterministicTrainer, Method};
 
 /// A `tokenizer.json` tokenizer that pads each batch to its longest text.
 #[derive(Debug, Clone)]
@@ -135,13 +139,15 @@ impl TextTokenizer {
             .map_err(training_error)?;
         tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
         tokenizer.with_decoder(Some(WordPieceDecoder::default()));
-        let mut trainer: TrainerWrapper = WordPieceTrainerBuilder::new()
-            .vocab_size(vocab_size)
-            .min_frequency(1)
-            .show_progress(false)
-            .special_tokens(added_tokens(&BERT_SPECIAL_TOKENS))
-            .build()
-            .into();
+        let mut trainer = DeterministicTrainer::new(Method::WordPiece(
+            BpeTrainerBuilder::new()
+                .continuing_subword_prefix("##".into())
+                .vocab_size(vocab_size)
+                .min_frequency(1)
+                .show_progress(false)
+                .special_tokens(added_tokens(&BERT_SPECIAL_TOKENS))
+                .build(),
+        ));
         tokenizer
             .train(&mut trainer, texts)
             .map_err(training_error)?;
@@ -167,14 +173,16 @@ impl TextTokenizer {
             .map_err(training_error)?;
         tokenizer.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::Always, true)));
         tokenizer.with_decoder(Some(Metaspace::new('▁', PrependScheme::Always, true)));
-        let mut trainer: TrainerWrapper = UnigramTrainerBuilder::default()
-            .vocab_size(vocab_size as u32)
-            .show_progress(false)
-            .special_tokens(added_tokens(&XLMR_SPECIAL_TOKENS))
-            .unk_token(Some("<unk>".into()))
-            .build()
-            .map_err(|e| training_error(e.into()))?
-            .into();
+        let mut trainer = DeterministicTrainer::new(Method::Unigram {
+            trainer: UnigramTrainerBuilder::default()
+                .vocab_size(vocab_size as u32)
+                .show_progress(false)
+                .special_tokens(added_tokens(&XLMR_SPECIAL_TOKENS))
+                .unk_token(Some("<unk>".into()))
+                .build()
+                .map_err(|e| training_error(e.into()))?,
+            unk: "<unk>",
+        });
         tokenizer
             .train(&mut trainer, texts)
             .map_err(training_error)?;
@@ -396,6 +404,55 @@ mod tests {
             assert_eq!(row(r)[used - 1], 2, "ends with </s>");
             assert!(row(r)[1..used - 1].iter().all(|&i| i > 4), "{:?}", row(r));
             assert!(row(r)[used..].iter().all(|&i| i == 1), "pads with <pad>");
+        }
+    }
+}
+
+#[cfg(test)]
+mod determinism {
+    use super::*;
+
+    pub(super) fn corpus() -> Vec<String> {
+        let colours = ["red", "green", "blue", "yellow", "purple", "orange"];
+        let shapes = ["circle", "square", "triangle", "star", "cross", "diamond"];
+        let places = ["left", "right", "top", "bottom", "centre"];
+        let mut texts = Vec::new();
+        for (i, c) in colours.iter().enumerate() {
+            for (j, s) in shapes.iter().enumerate() {
+                let p = places[(i + j) % places.len()];
+                texts.push(format!("a {c} {s} on the {p} beside a smaller {s}s"));
+            }
+        }
+        texts
+    }
+
+    #[test]
+    fn wordpiece_training_is_deterministic() {
+        let json = |_| {
+            TextTokenizer::train_wordpiece(corpus().iter(), 120, Framing::Start)
+                .unwrap()
+                .inner()
+                .to_string(false)
+                .unwrap()
+        };
+        let first = json(0);
+        for i in 1..6 {
+            assert_eq!(first, json(i), "run {i}");
+        }
+    }
+
+    #[test]
+    fn unigram_training_is_deterministic() {
+        let json = |_| {
+            TextTokenizer::train_unigram(corpus().iter(), 80)
+                .unwrap()
+                .inner()
+                .to_string(false)
+                .unwrap()
+        };
+        let first = json(0);
+        for i in 1..6 {
+            assert_eq!(first, json(i), "run {i}");
         }
     }
 }
