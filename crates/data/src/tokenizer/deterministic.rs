@@ -146,5 +146,5 @@ fn ties_by_text(model: &Unigram, specials: usize, unk: &str) -> Result<Unigram> 
     let unk = pieces.iter().position(|(piece, _)| piece == unk);
     let specials = specials.min(pieces.len());
     pieces[specials..].sort_by(|(a, sa), (b, sb)| sb.total_cmp(sa).then_with(|| a.cmp(b)));
-    Ok(Unigram::from(pieces, unk, model.byte_fallback())?)
+    Unigram::from(pieces, unk, model.byte_fallback())
 }
