@@ -238,6 +238,35 @@ impl TextTokenizer {
         Self { inner, path }
     }
 
+    /// The file it was loaded from (`<trained>` for a fresh one).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A fingerprint of what turns text into ids: every token with its id,
+    /// and the normaliser and pre-tokeniser (`vocab<N>-<64-bit FNV-1a
+    /// hex>`). Checkpoints record it, so that a model is never fed ids from
+    /// another vocabulary.
+    pub fn fingerprint(&self) -> String {
+        let mut vocab: Vec<(u32, String)> = self
+            .inner
+            .get_vocab(true)
+            .into_iter()
+            .map(|(token, id)| (id, token))
+            .collect();
+        vocab.sort_unstable();
+        let mut hash = Fnv1a::default();
+        for (id, token) in &vocab {
+            hash.write(&id.to_le_bytes());
+            hash.write(token.as_bytes());
+            hash.write(&[0]);
+        }
+        let text_rules = |value: Result<String, serde_json::Error>| value.unwrap_or_default();
+        hash.write(text_rules(serde_json::to_string(&self.inner.get_normalizer())).as_bytes());
+        hash.write(text_rules(serde_json::to_string(&self.inner.get_pre_tokenizer())).as_bytes());
+        format!("vocab{}-{:016x}", vocab.len(), hash.0)
+    }
+
     /// The underlying tokenizer.
     pub fn inner(&self) -> &Tokenizer {
         &self.inner
@@ -287,6 +316,24 @@ impl TextTokenizer {
             batch: texts.len(),
             len,
         })
+    }
+}
+
+/// 64-bit FNV-1a: stable across builds and platforms, unlike `std`'s
+/// hasher.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
     }
 }
 
@@ -424,6 +471,24 @@ mod determinism {
             }
         }
         texts
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_vocabulary_not_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = TextTokenizer::train_wordpiece(corpus().iter(), 120, Framing::Start).unwrap();
+        let path = dir.path().join("tokenizer.json");
+        a.save(&path).unwrap();
+        let reloaded = TextTokenizer::from_file(&path).unwrap();
+        assert_eq!(a.fingerprint(), reloaded.fingerprint());
+        assert!(
+            a.fingerprint()
+                .starts_with(&format!("vocab{}-", a.vocab_size()))
+        );
+        // Same size, other texts: another vocabulary.
+        let other: Vec<String> = corpus().iter().map(|t| t.replace('a', "o")).collect();
+        let b = TextTokenizer::train_wordpiece(other.iter(), 120, Framing::Start).unwrap();
+        assert_ne!(a.fingerprint(), b.fingerprint());
     }
 
     #[test]

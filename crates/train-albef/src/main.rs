@@ -400,7 +400,12 @@ fn eval_command(args: EvalArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(PretrainConfig::from_yaml_file)
         .transpose()?;
-    let (model, mut config) = checkpoint_to_evaluate(&args.checkpoint, config, &device)
+    let tokenizer_path = args
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| args.checkpoint.with_file_name("tokenizer.json"));
+    let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
+    let (model, mut config) = checkpoint_to_evaluate(&args.checkpoint, config, &tokenizer, &device)
         .with_context(|| format!("loading {}", args.checkpoint.display()))?;
     if let Some(data) = &args.data {
         config.test_file =
@@ -410,11 +415,6 @@ fn eval_command(args: EvalArgs) -> anyhow::Result<ExitCode> {
         .test_file
         .clone()
         .context("no evaluation data: give --data")?;
-    let tokenizer_path = args
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| args.checkpoint.with_file_name("tokenizer.json"));
-    let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
     let outcome = evaluate_run(&model, &config, &manifest, &tokenizer, &device, &out)?;
     print_table(&outcome);
     Ok(ExitCode::SUCCESS)

@@ -72,6 +72,22 @@ pub enum TrainError {
         /// What is wrong.
         reason: String,
     },
+    /// A tokenizer other than the one a checkpoint was trained with.
+    #[error(
+        "{tokenizer} is not the tokenizer {checkpoint} was trained with (its vocabulary \
+         fingerprint is {found}, the checkpoint's {expected}); use the tokenizer.json of \
+         that run"
+    )]
+    TokenizerMismatch {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// The tokenizer given.
+        tokenizer: PathBuf,
+        /// The checkpoint's fingerprint.
+        expected: String,
+        /// The tokenizer's.
+        found: String,
+    },
     /// A checkpoint of another job.
     #[error("a checkpoint of {found} where one of {expected} is needed")]
     WrongJob {

@@ -96,14 +96,15 @@ pub fn pretrain(job: &PretrainJob, device: &Device) -> Result<PretrainOutcome, T
         path: job.out.clone(),
         source,
     })?;
-    let paths = RunPaths::in_dir(&job.out);
     let tokenizer_path = job.out.join("tokenizer.json");
     let mut skipped = Skipped::default();
     let mut warmup = None;
     let (mut state, tokenizer) = match &job.start {
         Start::Resume(path) => {
-            let checkpoint = Checkpoint::read(&resumable(path))?;
+            let checkpoint_path = resumable(path);
+            let checkpoint = Checkpoint::read(&checkpoint_path)?;
             let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
+            checkpoint.check_tokenizer(&checkpoint_path, &tokenizer)?;
             let special = tokenizer.special_tokens()?;
             let state = match checkpoint.kind() {
                 JobKind::AlbefVisionWarmup => {
@@ -174,6 +175,7 @@ pub fn pretrain(job: &PretrainJob, device: &Device) -> Result<PretrainOutcome, T
             )
         }
     };
+    let paths = RunPaths::in_dir(&job.out).with_tokenizer(&tokenizer);
     let config = state.config.clone();
     let mut items = Vec::new();
     for manifest in &config.train_file {
@@ -266,6 +268,7 @@ pub fn warmup_paths(out: &Path) -> RunPaths {
         checkpoint: out.join("vision_warmup.ckpt"),
         metrics: out.join("vision_warmup.jsonl"),
         plot: out.join("vision_warmup.png"),
+        tokenizer: None,
     }
 }
 
@@ -443,14 +446,18 @@ pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Trai
 
 /// The model and config of a checkpoint to evaluate: ours (`.ckpt`, its
 /// config inside, its weight average where it kept one), or an official
-/// `.pth`/`.safetensors` with `config` giving its shape.
+/// `.pth`/`.safetensors` with `config` giving its shape. Ours must have been
+/// trained with `tokenizer`.
 pub fn checkpoint_to_evaluate(
     path: &Path,
     config: Option<PretrainConfig>,
+    tokenizer: &TextTokenizer,
     device: &Device,
 ) -> Result<(Albef, PretrainConfig), TrainError> {
     if path.extension().is_some_and(|e| e == "ckpt") {
-        return AlbefPretraining::evaluated_from(&Checkpoint::read(path)?, device);
+        let checkpoint = Checkpoint::read(path)?;
+        checkpoint.check_tokenizer(path, tokenizer)?;
+        return AlbefPretraining::evaluated_from(&checkpoint, device);
     }
     let config = config.ok_or_else(|| {
         invalid(

@@ -24,11 +24,12 @@ use crate::eval::dual_encoder::embed_images;
 use crate::runner::checkpoint::{Checkpoint, JobKind};
 use crate::runner::{RunPaths, StopAt, train};
 
-/// The tokenizer saved beside a checkpoint.
-pub fn tokenizer_beside(checkpoint: &Path) -> Result<TextTokenizer, TrainError> {
-    Ok(TextTokenizer::from_file(
-        &checkpoint.with_file_name("tokenizer.json"),
-    )?)
+/// The tokenizer saved beside the checkpoint `read` from `path`, checked
+/// to be the one it was trained with.
+fn tokenizer_beside(path: &Path, read: &Checkpoint) -> Result<TextTokenizer, TrainError> {
+    let tokenizer = TextTokenizer::from_file(&path.with_file_name("tokenizer.json"))?;
+    read.check_tokenizer(path, &tokenizer)?;
+    Ok(tokenizer)
 }
 
 /// The teacher of a `teacher` run's checkpoint, with its tokenizer.
@@ -38,7 +39,11 @@ pub fn load_teacher_run(
 ) -> Result<(ClipModel, TextTokenizer, AltClipRecipe), TrainError> {
     let read = Checkpoint::read(checkpoint)?;
     let model = load_teacher(&read, device)?;
-    Ok((model, tokenizer_beside(checkpoint)?, recipe_of(&read)?))
+    Ok((
+        model,
+        tokenizer_beside(checkpoint, &read)?,
+        recipe_of(&read)?,
+    ))
 }
 
 /// A teacher from a `teacher` checkpoint (with its recipe) or from an HF
@@ -71,7 +76,7 @@ pub fn load_student_run(
     let model = load_student(&read, device)?;
     Ok((
         model,
-        tokenizer_beside(checkpoint)?,
+        tokenizer_beside(checkpoint, &read)?,
         recipe_of(&read)?,
         read.kind(),
     ))
@@ -92,8 +97,10 @@ pub fn train_teacher(
     let tokenizer_path = out.join("tokenizer.json");
     let (mut state, tokenizer) = match resume {
         Some(path) => {
-            let state = TeacherTraining::resume(&Checkpoint::read(path)?, device)?;
-            (state, TextTokenizer::from_file(&tokenizer_path)?)
+            let checkpoint = Checkpoint::read(path)?;
+            let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
+            checkpoint.check_tokenizer(path, &tokenizer)?;
+            (TeacherTraining::resume(&checkpoint, device)?, tokenizer)
         }
         None => {
             let tokenizer = TextTokenizer::train_wordpiece(
@@ -137,7 +144,7 @@ pub fn train_teacher(
     let summary = train(
         &mut state,
         &loader,
-        &RunPaths::in_dir(out),
+        &RunPaths::in_dir(out).with_tokenizer(&tokenizer),
         StopAt {
             epochs: stage.schedular.epochs,
             max_steps: None,
@@ -226,7 +233,11 @@ pub fn run_distill(
         )
     };
     let mut state = match &start.resume {
-        Some(path) => Distillation::resume(&Checkpoint::read(path)?, device)?,
+        Some(path) => {
+            let checkpoint = Checkpoint::read(path)?;
+            checkpoint.check_tokenizer(path, &tokenizer)?;
+            Distillation::resume(&checkpoint, device)?
+        }
         None => {
             if start.text_model.is_none() {
                 recipe.student.roberta.vocab_size = tokenizer.vocab_size();
@@ -254,7 +265,7 @@ pub fn run_distill(
     let summary = train(
         &mut state,
         &train_set,
-        &RunPaths::in_dir(out),
+        &RunPaths::in_dir(out).with_tokenizer(&tokenizer),
         StopAt {
             epochs: recipe.stage1.schedular.epochs,
             max_steps: None,
@@ -357,7 +368,11 @@ pub fn run_contrastive(
     create_dir(out)?;
     tokenizer.save(&out.join("tokenizer.json"))?;
     let mut state = match resume {
-        Some(path) => ContrastiveTuning::resume(&Checkpoint::read(path)?, device)?,
+        Some(path) => {
+            let checkpoint = Checkpoint::read(path)?;
+            checkpoint.check_tokenizer(path, tokenizer)?;
+            ContrastiveTuning::resume(&checkpoint, device)?
+        }
         None => ContrastiveTuning::new(recipe, student, seed, device),
     };
     let recipe = state.recipe().clone();
@@ -379,7 +394,7 @@ pub fn run_contrastive(
     let summary = train(
         &mut state,
         &batches,
-        &RunPaths::in_dir(out),
+        &RunPaths::in_dir(out).with_tokenizer(tokenizer),
         StopAt {
             epochs: recipe.stage2.schedular.epochs,
             max_steps: None,

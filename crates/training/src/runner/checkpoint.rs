@@ -6,7 +6,9 @@
 //!
 //! Layout: the magic `VLCKPT02`, a little-endian `u64` header length, the
 //! JSON header (`{"state": {"kind", "position", "seed", "config"},
-//! "sections": [{"name", "len", "crc32"}]}`), then the sections back to
+//! "tokenizer", "sections": [{"name", "len", "crc32"}]}`, `tokenizer` the
+//! fingerprint of the run's tokenizer, absent in older checkpoints and in
+//! those of jobs without text), then the sections back to
 //! back. Loading reads the whole file into memory: nothing is read lazily
 //! from a path that a later save may replace.
 
@@ -18,6 +20,7 @@ use burn::store::{BurnpackStore, ModuleSnapshot, RecordError};
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use vl_data::TextTokenizer;
 
 use crate::TrainError;
 use crate::runner::Position;
@@ -80,6 +83,8 @@ pub struct RunState<C> {
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     state: RunState<serde_json::Value>,
+    /// [`TextTokenizer::fingerprint`] of the run's tokenizer.
+    tokenizer: Option<String>,
     /// Named binary sections, in order.
     sections: Vec<(String, Vec<u8>)>,
 }
@@ -87,6 +92,8 @@ pub struct Checkpoint {
 #[derive(Serialize, Deserialize)]
 struct Header {
     state: RunState<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tokenizer: Option<String>,
     sections: Vec<SectionHeader>,
 }
 
@@ -111,8 +118,39 @@ impl Checkpoint {
                 seed: state.seed,
                 config,
             },
+            tokenizer: None,
             sections: Vec::new(),
         })
+    }
+
+    /// Records the fingerprint of the tokenizer the run's texts go through.
+    pub fn set_tokenizer(&mut self, fingerprint: Option<String>) {
+        self.tokenizer = fingerprint;
+    }
+
+    /// The recorded tokenizer fingerprint, if any.
+    pub fn tokenizer(&self) -> Option<&str> {
+        self.tokenizer.as_deref()
+    }
+
+    /// Fails unless `tokenizer` is the one the checkpoint at `path` was
+    /// trained with (checkpoints that record none accept any).
+    pub fn check_tokenizer(
+        &self,
+        path: &Path,
+        tokenizer: &TextTokenizer,
+    ) -> Result<(), TrainError> {
+        match &self.tokenizer {
+            Some(expected) if *expected != tokenizer.fingerprint() => {
+                Err(TrainError::TokenizerMismatch {
+                    checkpoint: path.to_owned(),
+                    tokenizer: tokenizer.path().to_owned(),
+                    expected: expected.clone(),
+                    found: tokenizer.fingerprint(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The job that wrote it.
@@ -178,6 +216,7 @@ impl Checkpoint {
     pub fn write(&self, path: &Path) -> Result<(), TrainError> {
         let header = Header {
             state: self.state.clone(),
+            tokenizer: self.tokenizer.clone(),
             sections: self
                 .sections
                 .iter()
@@ -285,6 +324,7 @@ impl Checkpoint {
         }
         Ok(Self {
             state: header.state,
+            tokenizer: header.tokenizer,
             sections,
         })
     }
@@ -404,6 +444,35 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "a checkpoint of AltCLIP stage 1 (teacher learning) where one of ALBEF pretraining is needed"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_refuses_another_tokenizer() {
+        let tokenizer = |texts: &[&str]| {
+            vl_data::TextTokenizer::train_wordpiece(
+                texts.iter().cycle().take(20),
+                60,
+                vl_data::Framing::Start,
+            )
+            .unwrap()
+        };
+        let own = tokenizer(&["a red circle", "a blue square"]);
+        let other = tokenizer(&["a red star", "a green cross"]);
+        let (_dir, path) = written();
+        let mut checkpoint = Checkpoint::read(&path).unwrap();
+        // Older checkpoints record none and accept any.
+        checkpoint.check_tokenizer(&path, &other).unwrap();
+        checkpoint.set_tokenizer(Some(own.fingerprint()));
+        checkpoint.write(&path).unwrap();
+        let read = Checkpoint::read(&path).unwrap();
+        assert_eq!(read.tokenizer(), Some(own.fingerprint().as_str()));
+        read.check_tokenizer(&path, &own).unwrap();
+        let err = read.check_tokenizer(&path, &other).unwrap_err().to_string();
+        assert!(
+            err.starts_with("<trained> is not the tokenizer ")
+                && err.contains("run.ckpt was trained with"),
+            "{err}"
         );
     }
 

@@ -23,7 +23,7 @@ use checkpoint::Checkpoint;
 use metrics::{MetricsLog, plot_curves, read_series};
 use progress::bar;
 
-/// Where a run writes.
+/// Where a run writes, and the tokenizer its checkpoints record.
 #[derive(Debug, Clone)]
 pub struct RunPaths {
     /// `checkpoint.ckpt`: the latest state, rewritten atomically.
@@ -32,6 +32,9 @@ pub struct RunPaths {
     pub metrics: PathBuf,
     /// `loss.png`: the loss curves.
     pub plot: PathBuf,
+    /// Fingerprint of the run's tokenizer, recorded in every checkpoint
+    /// (`None` for jobs without text).
+    pub tokenizer: Option<String>,
 }
 
 impl RunPaths {
@@ -41,7 +44,26 @@ impl RunPaths {
             checkpoint: out.join("checkpoint.ckpt"),
             metrics: out.join("metrics.jsonl"),
             plot: out.join("loss.png"),
+            tokenizer: None,
         }
+    }
+
+    /// The same, recording `tokenizer` in the checkpoints.
+    pub fn with_tokenizer(self, tokenizer: &vl_data::TextTokenizer) -> Self {
+        Self {
+            tokenizer: Some(tokenizer.fingerprint()),
+            ..self
+        }
+    }
+
+    /// Writes `checkpoint` to `path` with the run's tokenizer recorded.
+    pub fn write_checkpoint(
+        &self,
+        mut checkpoint: Checkpoint,
+        path: &Path,
+    ) -> Result<(), TrainError> {
+        checkpoint.set_tokenizer(self.tokenizer.clone());
+        checkpoint.write(path)
     }
 }
 
@@ -271,9 +293,9 @@ where
                 break 'epochs;
             }
         }
-        state.checkpoint()?.write(&paths.checkpoint)?;
+        paths.write_checkpoint(state.checkpoint()?, &paths.checkpoint)?;
     }
-    state.checkpoint()?.write(&paths.checkpoint)?;
+    paths.write_checkpoint(state.checkpoint()?, &paths.checkpoint)?;
     progress.finish();
     summary.steps = state.position().step;
     summary.steps_this_run = summary.steps - first_step;

@@ -99,7 +99,6 @@ pub fn fine_tune_grounding(
         path: job.out.clone(),
         source,
     })?;
-    let paths = RunPaths::in_dir(&job.out);
     let (config, tokenizer, start) = match &job.start {
         RetrievalStart::Resume(path) => {
             let checkpoint = Checkpoint::read(path)?;
@@ -107,6 +106,7 @@ pub fn fine_tune_grounding(
                 .state::<GroundingConfig>(JobKind::AlbefGrounding)?
                 .config;
             let tokenizer = TextTokenizer::from_file(&path.with_file_name("tokenizer.json"))?;
+            checkpoint.check_tokenizer(path, &tokenizer)?;
             (config, tokenizer, Start::Checkpoint(Box::new(checkpoint)))
         }
         RetrievalStart::From(_) => {
@@ -127,6 +127,7 @@ pub fn fine_tune_grounding(
             (config, tokenizer, start)
         }
     };
+    let paths = RunPaths::in_dir(&job.out).with_tokenizer(&tokenizer);
     let mut skipped = Skipped::default();
     let mut read = |file: &PathBuf| -> Result<Vec<Expression>, TrainError> {
         let (read, skipped_here) = read_expressions(
@@ -244,9 +245,7 @@ pub fn fine_tune_grounding(
             _ => true,
         };
         if better {
-            state
-                .checkpoint()?
-                .write(&job.out.join("checkpoint_best.ckpt"))?;
+            paths.write_checkpoint(state.checkpoint()?, &job.out.join("checkpoint_best.ckpt"))?;
             outcome.best = Some(scores.clone());
         }
         outcome.epochs.push(scores);

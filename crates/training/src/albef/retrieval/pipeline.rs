@@ -103,8 +103,8 @@ pub fn fine_tune_retrieval(
         path: job.out.clone(),
         source,
     })?;
-    let paths = RunPaths::in_dir(&job.out);
     let (config, tokenizer, start) = starting_point(job, device)?;
+    let paths = RunPaths::in_dir(&job.out).with_tokenizer(&tokenizer);
     let scorer = Scorer {
         config: &config,
         tokenizer: &tokenizer,
@@ -207,9 +207,7 @@ pub fn fine_tune_retrieval(
             _ => true,
         };
         if better {
-            state
-                .checkpoint()?
-                .write(&job.out.join("checkpoint_best.ckpt"))?;
+            paths.write_checkpoint(state.checkpoint()?, &job.out.join("checkpoint_best.ckpt"))?;
             outcome.best = Some(scores);
         }
         outcome.epochs.push(scores);
@@ -241,6 +239,7 @@ pub(crate) fn starting_point(
                 .state::<RetrievalConfig>(JobKind::AlbefRetrieval)?
                 .config;
             let tokenizer = TextTokenizer::from_file(&tokenizer_beside(path))?;
+            checkpoint.check_tokenizer(path, &tokenizer)?;
             return Ok((config, tokenizer, Start::Checkpoint(Box::new(checkpoint))));
         }
         RetrievalStart::From(path) => path,
@@ -259,6 +258,7 @@ pub(crate) fn starting_point(
     let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
     let (model, momentum) = if is_ours {
         let checkpoint = Checkpoint::read(path)?;
+        checkpoint.check_tokenizer(path, &tokenizer)?;
         let (model, momentum, shape) = match checkpoint.kind() {
             JobKind::AlbefRetrieval => {
                 let saved = checkpoint

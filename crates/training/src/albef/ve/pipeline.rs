@@ -87,8 +87,8 @@ pub fn fine_tune_ve(job: &VeJob, device: &Device) -> Result<VeOutcome, TrainErro
         path: job.out.clone(),
         source,
     })?;
-    let paths = RunPaths::in_dir(&job.out);
     let (config, tokenizer, start) = starting_point(job, device)?;
+    let paths = RunPaths::in_dir(&job.out).with_tokenizer(&tokenizer);
     let mut skipped = Skipped::default();
     let mut read = |file: &Path| -> Result<Vec<VeExample>, TrainError> {
         let (examples, skipped_here) = read_ve(
@@ -168,9 +168,7 @@ pub fn fine_tune_ve(job: &VeJob, device: &Device) -> Result<VeOutcome, TrainErro
             _ => true,
         };
         if better {
-            state
-                .checkpoint()?
-                .write(&job.out.join("checkpoint_best.ckpt"))?;
+            paths.write_checkpoint(state.checkpoint()?, &job.out.join("checkpoint_best.ckpt"))?;
             outcome.best = Some(scores);
         }
         outcome.epochs.push(scores);
@@ -200,6 +198,7 @@ fn starting_point(
             let checkpoint = Checkpoint::read(path)?;
             let config = checkpoint.state::<VeConfig>(JobKind::AlbefVe)?.config;
             let tokenizer = TextTokenizer::from_file(&tokenizer_beside(path))?;
+            checkpoint.check_tokenizer(path, &tokenizer)?;
             return Ok((config, tokenizer, Start::Checkpoint(Box::new(checkpoint))));
         }
         VeStart::From(path) => path,
@@ -217,8 +216,10 @@ fn starting_point(
     };
     let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
     let start = if is_ours {
+        let checkpoint = Checkpoint::read(path)?;
+        checkpoint.check_tokenizer(path, &tokenizer)?;
         let (model, momentum, pretrained) =
-            AlbefPretraining::downstream_start(&Checkpoint::read(path)?, device)?;
+            AlbefPretraining::downstream_start(&checkpoint, device)?;
         if pretrained.model.image_res != config.model.image_res {
             return Err(TrainError::BadInput(format!(
                 "image_res {} differs from the checkpoint's {}: resampling our checkpoints' position table is not supported yet (official checkpoints are resampled)",
