@@ -130,9 +130,29 @@ fn retrieval_fine_tuning_learns_and_resumes_exactly() {
     let steps_per_epoch = ita.len() / 6;
     stopped.max_steps = Some(steps_per_epoch + steps_per_epoch / 2);
     fine_tune_retrieval(&stopped, &device).unwrap();
-    let resume = RetrievalStart::Resume(dir.join("split/checkpoint.ckpt"));
-    let resumed = fine_tune_retrieval(&job(dir, &config, resume, "split"), &device).unwrap();
+    let resume = |epochs| RetrievalStart::Resume {
+        checkpoint: dir.join("split/checkpoint.ckpt"),
+        epochs,
+    };
+    let resumed = fine_tune_retrieval(&job(dir, &config, resume(None), "split"), &device).unwrap();
     let series = |run: &str| read_series(&dir.join(run).join("metrics.jsonl"), "loss_ita").unwrap();
     assert_eq!(series("two"), series("split"));
     assert_eq!(whole.epochs.last(), resumed.epochs.last());
+
+    // A finished run resumed again has nothing to do, and cannot shrink.
+    let again = |epochs| {
+        fine_tune_retrieval(&job(dir, &config, resume(epochs), "split"), &device)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        again(None).contains("is a finished run (2 epochs"),
+        "{}",
+        again(None)
+    );
+    assert!(
+        again(Some(1)).contains("--epochs 1: "),
+        "{}",
+        again(Some(1))
+    );
 }

@@ -7,7 +7,7 @@
 //! classification and retrieval per language, teacher beside student after
 //! each stage. Subcommands run one stage each. See the README and docs/.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -23,6 +23,7 @@ use vl_training::altclip::pipeline::{
 };
 use vl_training::eval::dual_encoder::embed_texts;
 use vl_training::runner::checkpoint::JobKind;
+use vl_training::runner::{Resume, output_dir, refuse_on_resume};
 
 #[derive(Parser)]
 #[command(
@@ -67,10 +68,15 @@ struct Common {
 }
 
 impl Common {
+    /// `--out`, or `default`; created, and checked to be writable.
     fn out_dir(&self, default: &str) -> anyhow::Result<PathBuf> {
-        let out = self.out.clone().unwrap_or_else(|| PathBuf::from(default));
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        Ok(out)
+        self.run_dir(None, default)
+    }
+
+    /// Where a run writes: `--out`, else the directory of the checkpoint it
+    /// resumes, else `default`; created, and checked to be writable.
+    fn run_dir(&self, resume: Option<&Path>, default: &str) -> anyhow::Result<PathBuf> {
+        Ok(output_dir(self.out.as_deref(), resume, Path::new(default))?)
     }
 
     fn recipe(&self) -> anyhow::Result<AltClipRecipe> {
@@ -278,13 +284,25 @@ fn teacher_command(args: TeacherArgs) -> anyhow::Result<()> {
         recipe.teacher_training.schedular.epochs = epochs;
     }
     let task = args.data.open(args.common.seed)?;
-    let out = args.common.out_dir("runs/altclip-teacher")?;
+    let out = args
+        .common
+        .run_dir(args.resume.as_deref(), "runs/altclip-teacher")?;
+    let resume = match &args.resume {
+        Some(checkpoint) => {
+            refuse_on_resume(checkpoint, &[("--config", args.common.config.is_some())])?;
+            Some(Resume {
+                checkpoint: checkpoint.clone(),
+                epochs: args.epochs,
+            })
+        }
+        None => None,
+    };
     train_teacher(
         &task,
         recipe,
         &out,
         args.common.seed,
-        args.resume.as_deref(),
+        resume.as_ref(),
         &args.common.backend.device()?,
     )?;
     println!("checkpoint {}", out.join("checkpoint.ckpt").display());
@@ -343,7 +361,19 @@ fn print_results(results: &Results, task: &Task) {
 fn distill_command(args: DistillArgs) -> anyhow::Result<()> {
     let device = args.common.backend.device()?;
     let task = args.data.open(args.common.seed)?;
-    let out = args.common.out_dir("runs/altclip-stage1")?;
+    let out = args
+        .common
+        .run_dir(args.resume.as_deref(), "runs/altclip-stage1")?;
+    if let Some(checkpoint) = &args.resume {
+        refuse_on_resume(
+            checkpoint,
+            &[
+                ("--config", args.common.config.is_some()),
+                ("--tokenizer", args.tokenizer.is_some()),
+                ("--student", args.student.is_some()),
+            ],
+        )?;
+    }
     let (teacher, teacher_tokenizer, mut recipe) =
         load_any_teacher(&args.teacher, args.common.recipe()?, &device)
             .with_context(|| format!("loading the teacher {}", args.teacher.display()))?;
@@ -370,7 +400,10 @@ fn distill_command(args: DistillArgs) -> anyhow::Result<()> {
     let start = Stage1Start {
         tokenizer,
         text_model,
-        resume: args.resume.clone(),
+        resume: args.resume.clone().map(|checkpoint| Resume {
+            checkpoint,
+            epochs: args.epochs,
+        }),
     };
     let stage1 = run_distill(
         &teacher,
@@ -394,7 +427,25 @@ fn distill_command(args: DistillArgs) -> anyhow::Result<()> {
 fn contrastive_command(args: ContrastiveArgs) -> anyhow::Result<()> {
     let device = args.common.backend.device()?;
     let task = args.data.open(args.common.seed)?;
-    let out = args.common.out_dir("runs/altclip-stage2")?;
+    let out = args
+        .common
+        .run_dir(args.resume.as_deref(), "runs/altclip-stage2")?;
+    let resume = match &args.resume {
+        Some(checkpoint) => {
+            refuse_on_resume(
+                checkpoint,
+                &[
+                    ("--config", args.common.config.is_some()),
+                    ("--lr", args.lr.is_some()),
+                ],
+            )?;
+            Some(Resume {
+                checkpoint: checkpoint.clone(),
+                epochs: args.epochs,
+            })
+        }
+        None => None,
+    };
     let (student, tokenizer, mut recipe, _) = load_student_run(&args.student, &device)
         .with_context(|| format!("loading the student {}", args.student.display()))?;
     if let Some(epochs) = args.epochs {
@@ -415,7 +466,7 @@ fn contrastive_command(args: ContrastiveArgs) -> anyhow::Result<()> {
         recipe,
         &out,
         args.common.seed,
-        args.resume.as_deref(),
+        resume.as_ref(),
         &device,
     )?;
     println!("checkpoint {}", out.join("checkpoint.ckpt").display());

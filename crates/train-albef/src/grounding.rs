@@ -15,6 +15,8 @@ use vl_training::albef::grounding::pipeline::{
 };
 use vl_training::albef::retrieval::pipeline::RetrievalStart;
 
+use vl_training::runner::refuse_on_resume;
+
 use crate::{Common, default_run_dir, synthetic_world};
 
 #[derive(Args)]
@@ -61,7 +63,8 @@ pub(crate) fn grounding_command(args: GroundingArgs) -> anyhow::Result<ExitCode>
     };
     let data = match (&args.data, &args.config) {
         (Some(data), _) => Some(data.clone()),
-        (None, None) => Some(synthetic_world(&args.cache, seed, 0.0)?),
+        (None, None) if args.resume.is_none() => Some(synthetic_world(&args.cache, seed, 0.0)?),
+        (None, None) => None,
         (None, Some(_)) => None,
     };
     if let Some(data) = data {
@@ -86,7 +89,21 @@ pub(crate) fn grounding_command(args: GroundingArgs) -> anyhow::Result<ExitCode>
     }
     config.validate()?;
     let start = match (&args.resume, &args.from) {
-        (Some(checkpoint), _) => RetrievalStart::Resume(checkpoint.clone()),
+        (Some(checkpoint), _) => {
+            refuse_on_resume(
+                checkpoint,
+                &[
+                    ("--config", args.config.is_some()),
+                    ("--data", args.data.is_some()),
+                    ("--from", args.from.is_some()),
+                    ("--evaluate", args.evaluate),
+                ],
+            )?;
+            RetrievalStart::Resume {
+                checkpoint: checkpoint.clone(),
+                epochs: args.epochs,
+            }
+        }
         (None, Some(from)) => RetrievalStart::From(from.clone()),
         (None, None) => {
             let default = default_run_dir(seed).join("checkpoint.ckpt");
@@ -102,7 +119,10 @@ pub(crate) fn grounding_command(args: GroundingArgs) -> anyhow::Result<ExitCode>
     let job = GroundingJob {
         config,
         start,
-        out: args.common.out_dir(&format!("runs/grounding-seed{seed}"))?,
+        out: args.common.run_dir(
+            args.resume.as_deref(),
+            &format!("runs/grounding-seed{seed}"),
+        )?,
         seed,
         bad: match args.skip_bad {
             true => BadEntries::Skip,

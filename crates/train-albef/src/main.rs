@@ -21,6 +21,7 @@ use vl_training::albef::pipeline::{
 };
 use vl_training::albef::tasks::{TasksJob, run_tasks};
 use vl_training::eval::retrieval::RetrievalMetrics;
+use vl_training::runner::{output_dir, refuse_on_resume};
 
 mod grounding;
 mod retrieval;
@@ -86,11 +87,15 @@ struct Common {
 }
 
 impl Common {
-    /// `--out`, or `default`; created if missing.
+    /// Where a run writes: `--out`, else the directory of the checkpoint it
+    /// resumes, else `default`; created, and checked to be writable.
+    fn run_dir(&self, resume: Option<&Path>, default: &str) -> anyhow::Result<PathBuf> {
+        Ok(output_dir(self.out.as_deref(), resume, Path::new(default))?)
+    }
+
+    /// `--out`, or `default`; created, and checked to be writable.
     fn out_dir(&self, default: &str) -> anyhow::Result<PathBuf> {
-        let out = self.out.clone().unwrap_or_else(|| PathBuf::from(default));
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        Ok(out)
+        self.run_dir(None, default)
     }
 }
 
@@ -294,7 +299,21 @@ fn pretrain_config(args: &PretrainArgs) -> anyhow::Result<PretrainConfig> {
 fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     let device = args.common.backend.device()?;
     let start = match &args.resume {
-        Some(checkpoint) => Start::Resume(checkpoint.clone()),
+        Some(checkpoint) => {
+            refuse_on_resume(
+                checkpoint,
+                &[
+                    ("--config", args.config.is_some()),
+                    ("--data", args.data.is_some()),
+                    ("--init-from", args.init_from.is_some()),
+                    ("--alpha", args.alpha.is_some()),
+                ],
+            )?;
+            Start::Resume {
+                checkpoint: checkpoint.clone(),
+                epochs: args.epochs,
+            }
+        }
         None => Start::Fresh {
             config: Box::new(pretrain_config(&args)?),
             init_from: args.init_from.clone(),
@@ -302,7 +321,7 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     };
     let job = PretrainJob {
         start,
-        out: args.common.out_dir("runs/albef")?,
+        out: args.common.run_dir(args.resume.as_deref(), "runs/albef")?,
         seed: args.common.seed,
         bad: match args.skip_bad {
             true => BadEntries::Skip,

@@ -9,6 +9,8 @@ use vl_models::AlbefConfig;
 use vl_training::albef::ve::VeConfig;
 use vl_training::albef::ve::pipeline::{VeJob, VeOutcome, VeStart, fine_tune_ve};
 
+use vl_training::runner::refuse_on_resume;
+
 use crate::{Common, default_run_dir, synthetic_world};
 
 #[derive(Args)]
@@ -52,7 +54,8 @@ pub(crate) fn ve_command(args: VeArgs) -> anyhow::Result<ExitCode> {
     };
     let data = match (&args.data, &args.config) {
         (Some(data), _) => Some(data.clone()),
-        (None, None) => Some(synthetic_world(&args.cache, seed, 0.0)?),
+        (None, None) if args.resume.is_none() => Some(synthetic_world(&args.cache, seed, 0.0)?),
+        (None, None) => None,
         (None, Some(_)) => None,
     };
     if let Some(data) = data {
@@ -70,7 +73,21 @@ pub(crate) fn ve_command(args: VeArgs) -> anyhow::Result<ExitCode> {
     }
     config.validate()?;
     let start = match (&args.resume, &args.from) {
-        (Some(checkpoint), _) => VeStart::Resume(checkpoint.clone()),
+        (Some(checkpoint), _) => {
+            refuse_on_resume(
+                checkpoint,
+                &[
+                    ("--config", args.config.is_some()),
+                    ("--data", args.data.is_some()),
+                    ("--from", args.from.is_some()),
+                    ("--text-only", args.text_only),
+                ],
+            )?;
+            VeStart::Resume {
+                checkpoint: checkpoint.clone(),
+                epochs: args.epochs,
+            }
+        }
         (None, Some(from)) => VeStart::From(from.clone()),
         (None, None) => {
             let default = default_run_dir(seed).join("checkpoint.ckpt");
@@ -86,7 +103,9 @@ pub(crate) fn ve_command(args: VeArgs) -> anyhow::Result<ExitCode> {
     let job = VeJob {
         config,
         start,
-        out: args.common.out_dir(&format!("runs/ve-seed{seed}"))?,
+        out: args
+            .common
+            .run_dir(args.resume.as_deref(), &format!("runs/ve-seed{seed}"))?,
         seed,
         bad: match args.skip_bad {
             true => BadEntries::Skip,

@@ -26,7 +26,7 @@ use crate::eval::retrieval::{
 };
 use crate::runner::checkpoint::{Checkpoint, JobKind, RunState};
 use crate::runner::progress;
-use crate::runner::{RunPaths, RunSummary, StopAt, train};
+use crate::runner::{RunPaths, RunSummary, StopAt, check_work_left, resumed_epochs, train};
 
 /// The training and test manifests of a synthetic world directory, if it
 /// is one.
@@ -50,8 +50,14 @@ pub enum Start {
         /// Official weights to start from.
         init_from: Option<PathBuf>,
     },
-    /// A run's `checkpoint.ckpt`, continued where it stopped.
-    Resume(PathBuf),
+    /// A run's `checkpoint.ckpt`, continued where it stopped, with its own
+    /// config; `epochs` extends it.
+    Resume {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// The run's new length in epochs.
+        epochs: Option<usize>,
+    },
 }
 
 /// A pretraining run to do.
@@ -100,7 +106,10 @@ pub fn pretrain(job: &PretrainJob, device: &Device) -> Result<PretrainOutcome, T
     let mut skipped = Skipped::default();
     let mut warmup = None;
     let (mut state, tokenizer) = match &job.start {
-        Start::Resume(path) => {
+        Start::Resume {
+            checkpoint: path,
+            epochs,
+        } => {
             let checkpoint_path = resumable(path);
             let checkpoint = Checkpoint::read(&checkpoint_path)?;
             let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
@@ -118,6 +127,13 @@ pub fn pretrain(job: &PretrainJob, device: &Device) -> Result<PretrainOutcome, T
                 }
                 _ => AlbefPretraining::resume(&checkpoint, special, device)?,
             };
+            let mut state = state;
+            state.config.schedular.epochs = resumed_epochs(
+                state.config.schedular.epochs,
+                *epochs,
+                state.position,
+                &checkpoint_path,
+            )?;
             log::info!(
                 "resuming at step {} (epoch {})",
                 state.position.step,
@@ -213,6 +229,11 @@ pub fn pretrain(job: &PretrainJob, device: &Device) -> Result<PretrainOutcome, T
         epochs: config.schedular.epochs,
         max_steps: job.max_steps,
     };
+    if let Start::Resume { checkpoint, .. } = &job.start {
+        let total = stop.epochs * loader.steps_per_epoch();
+        let total = job.max_steps.map_or(total, |m| m.min(total));
+        check_work_left(state.position, total, stop.epochs, checkpoint)?;
+    }
     let summary = train(&mut state, &loader, &paths, stop, "pretrain")?;
     skipped.extend(loader.skipped());
     let complete = state.position.step >= config.schedular.epochs * loader.steps_per_epoch();

@@ -143,6 +143,15 @@ impl ContrastiveTuning {
         Ok(Self { stage })
     }
 
+    /// Extends a resumed run of `checkpoint` to `epochs` in all, when given.
+    pub fn extend(
+        &mut self,
+        epochs: Option<usize>,
+        checkpoint: &std::path::Path,
+    ) -> Result<(), TrainError> {
+        self.stage.extend(epochs, checkpoint)
+    }
+
     /// The recipe.
     pub fn recipe(&self) -> &AltClipRecipe {
         &self.stage.recipe

@@ -155,6 +155,15 @@ impl Distillation {
         Ok(Self { stage })
     }
 
+    /// Extends a resumed run of `checkpoint` to `epochs` in all, when given.
+    pub fn extend(
+        &mut self,
+        epochs: Option<usize>,
+        checkpoint: &std::path::Path,
+    ) -> Result<(), TrainError> {
+        self.stage.extend(epochs, checkpoint)
+    }
+
     /// The recipe, as this stage completed it (the student's vocabulary).
     pub fn recipe(&self) -> &AltClipRecipe {
         &self.stage.recipe

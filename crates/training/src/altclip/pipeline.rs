@@ -22,7 +22,7 @@ use crate::altclip::{
 };
 use crate::eval::dual_encoder::embed_images;
 use crate::runner::checkpoint::{Checkpoint, JobKind};
-use crate::runner::{RunPaths, StopAt, train};
+use crate::runner::{Batches, Resume, RunPaths, StopAt, Trainee, check_work_left, train};
 
 /// The tokenizer saved beside the checkpoint `read` from `path`, checked
 /// to be the one it was trained with.
@@ -89,18 +89,23 @@ pub fn train_teacher(
     mut recipe: AltClipRecipe,
     out: &Path,
     seed: u64,
-    resume: Option<&Path>,
+    resume: Option<&Resume>,
     device: &Device,
 ) -> Result<(ClipModel, TextTokenizer), TrainError> {
     create_dir(out)?;
     let items = task.teacher_items(&recipe)?;
     let tokenizer_path = out.join("tokenizer.json");
     let (mut state, tokenizer) = match resume {
-        Some(path) => {
+        Some(Resume {
+            checkpoint: path,
+            epochs,
+        }) => {
             let checkpoint = Checkpoint::read(path)?;
             let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
             checkpoint.check_tokenizer(path, &tokenizer)?;
-            (TeacherTraining::resume(&checkpoint, device)?, tokenizer)
+            let mut state = TeacherTraining::resume(&checkpoint, device)?;
+            state.extend(*epochs, path)?;
+            (state, tokenizer)
         }
         None => {
             let tokenizer = TextTokenizer::train_wordpiece(
@@ -141,6 +146,11 @@ pub fn train_teacher(
         loader.steps_per_epoch(),
         stage.schedular.epochs
     );
+    if let Some(resume) = resume {
+        let epochs = stage.schedular.epochs;
+        let total = epochs * loader.steps_per_epoch();
+        check_work_left(state.position(), total, epochs, &resume.checkpoint)?;
+    }
     let summary = train(
         &mut state,
         &loader,
@@ -188,8 +198,8 @@ pub struct Stage1Start {
     pub tokenizer: Option<TextTokenizer>,
     /// A pretrained text tower (HF XLM-R or AltCLIP) instead of a fresh one.
     pub text_model: Option<AltClipTextModel>,
-    /// A stage-1 checkpoint to continue.
-    pub resume: Option<PathBuf>,
+    /// A stage-1 run to continue.
+    pub resume: Option<Resume>,
 }
 
 /// Stage 1 into `out`: the student learns the teacher's text embeddings
@@ -233,10 +243,15 @@ pub fn run_distill(
         )
     };
     let mut state = match &start.resume {
-        Some(path) => {
+        Some(Resume {
+            checkpoint: path,
+            epochs,
+        }) => {
             let checkpoint = Checkpoint::read(path)?;
             checkpoint.check_tokenizer(path, &tokenizer)?;
-            Distillation::resume(&checkpoint, device)?
+            let mut state = Distillation::resume(&checkpoint, device)?;
+            state.extend(*epochs, path)?;
+            state
         }
         None => {
             if start.text_model.is_none() {
@@ -262,6 +277,11 @@ pub fn run_distill(
     let train_set = batches(&pairs.train, &recipe)?;
     let held_out = batches(&pairs.held_out, &recipe)?;
     let before = held_out_mse(&state.model(), &held_out, device)?;
+    if let Some(resume) = &start.resume {
+        let epochs = recipe.stage1.schedular.epochs;
+        let total = epochs * train_set.steps_per_epoch();
+        check_work_left(state.position(), total, epochs, &resume.checkpoint)?;
+    }
     let summary = train(
         &mut state,
         &train_set,
@@ -362,16 +382,21 @@ pub fn run_contrastive(
     recipe: AltClipRecipe,
     out: &Path,
     seed: u64,
-    resume: Option<&Path>,
+    resume: Option<&Resume>,
     device: &Device,
 ) -> Result<AltClipModel, TrainError> {
     create_dir(out)?;
     tokenizer.save(&out.join("tokenizer.json"))?;
     let mut state = match resume {
-        Some(path) => {
+        Some(Resume {
+            checkpoint: path,
+            epochs,
+        }) => {
             let checkpoint = Checkpoint::read(path)?;
             checkpoint.check_tokenizer(path, tokenizer)?;
-            ContrastiveTuning::resume(&checkpoint, device)?
+            let mut state = ContrastiveTuning::resume(&checkpoint, device)?;
+            state.extend(*epochs, path)?;
+            state
         }
         None => ContrastiveTuning::new(recipe, student, seed, device),
     };
@@ -391,6 +416,11 @@ pub fn run_contrastive(
         max_tokens: recipe.max_tokens,
         seed,
     };
+    if let Some(resume) = resume {
+        let epochs = recipe.stage2.schedular.epochs;
+        let total = epochs * batches.steps_per_epoch();
+        check_work_left(state.position(), total, epochs, &resume.checkpoint)?;
+    }
     let summary = train(
         &mut state,
         &batches,

@@ -2,6 +2,8 @@
 //! AdamW, where the run is, its seed and its recipe; one step of a single
 //! loss, and the checkpoint of all of it.
 
+use std::path::Path;
+
 use burn::module::{Module, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bytes, Device, Tensor};
@@ -11,7 +13,7 @@ use crate::altclip::recipe::{AltClipRecipe, StageConfig};
 use crate::runner::checkpoint::{Checkpoint, JobKind, RunState};
 use crate::runner::optimizer::adamw;
 use crate::runner::seed::derive_seed;
-use crate::runner::{Position, StepReport};
+use crate::runner::{Position, StepReport, resumed_epochs};
 
 /// Parameters that are 0-dim scalars in the reference (decayed there).
 const SCALARS: &[&str] = &["logit_scale"];
@@ -69,6 +71,22 @@ impl<M: Module> Stage<M> {
     /// This stage's section of the recipe.
     pub(crate) fn config(&self) -> &StageConfig {
         stage_config(&self.recipe, self.kind)
+    }
+
+    /// Extends a resumed run of `checkpoint` to `epochs`, when given.
+    pub(crate) fn extend(
+        &mut self,
+        epochs: Option<usize>,
+        checkpoint: &Path,
+    ) -> Result<(), TrainError> {
+        let section = match self.kind {
+            JobKind::AltclipTeacher => &mut self.recipe.teacher_training,
+            JobKind::AltclipStage1 => &mut self.recipe.stage1,
+            _ => &mut self.recipe.stage2,
+        };
+        let own = section.schedular.epochs;
+        section.schedular.epochs = resumed_epochs(own, epochs, self.position, checkpoint)?;
+        Ok(())
     }
 
     pub(crate) fn model(&self) -> &M {

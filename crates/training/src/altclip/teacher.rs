@@ -40,6 +40,15 @@ impl TeacherTraining {
         Ok(Self { stage })
     }
 
+    /// Extends a resumed run of `checkpoint` to `epochs` in all, when given.
+    pub fn extend(
+        &mut self,
+        epochs: Option<usize>,
+        checkpoint: &std::path::Path,
+    ) -> Result<(), TrainError> {
+        self.stage.extend(epochs, checkpoint)
+    }
+
     /// The recipe (the teacher config and its `teacher_training` stage).
     pub fn recipe(&self) -> &AltClipRecipe {
         &self.stage.recipe

@@ -67,6 +67,100 @@ impl RunPaths {
     }
 }
 
+/// A run to continue: its checkpoint, and its new length in epochs when
+/// it is extended.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// The run's `checkpoint.ckpt`.
+    pub checkpoint: PathBuf,
+    /// The run's new length in epochs.
+    pub epochs: Option<usize>,
+}
+
+/// The epochs of a resumed run: its own, or `extend_to` when given, which
+/// must not end before where the run (from `checkpoint`) already is.
+pub fn resumed_epochs(
+    own: usize,
+    extend_to: Option<usize>,
+    at: Position,
+    checkpoint: &Path,
+) -> Result<usize, TrainError> {
+    let Some(epochs) = extend_to else {
+        return Ok(own);
+    };
+    let done = at.epoch + usize::from(at.step_in_epoch > 0);
+    if epochs < done {
+        return Err(TrainError::BadInput(format!(
+            "--epochs {epochs}: {} is already in epoch {} (step {}); a resumed run can only be extended",
+            checkpoint.display(),
+            at.epoch + 1,
+            at.step
+        )));
+    }
+    Ok(epochs)
+}
+
+/// Where a run writes: `out`, else the directory of the checkpoint it
+/// resumes (its metrics and tokenizer are there), else `default`; created
+/// if missing and checked to be writable before any work starts.
+pub fn output_dir(
+    out: Option<&Path>,
+    resume: Option<&Path>,
+    default: &Path,
+) -> Result<PathBuf, TrainError> {
+    let beside = resume.map(|checkpoint| match checkpoint.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    });
+    let dir = out
+        .map(Path::to_owned)
+        .or(beside)
+        .unwrap_or_else(|| default.to_owned());
+    let io = |source| TrainError::Io {
+        path: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    tempfile::tempfile_in(&dir).map_err(io)?;
+    Ok(dir)
+}
+
+/// Refuses, when resuming `checkpoint`, the command-line flags of `given`
+/// that were set: a resumed run keeps the config, data and weights its
+/// checkpoint records.
+pub fn refuse_on_resume(checkpoint: &Path, given: &[(&str, bool)]) -> Result<(), TrainError> {
+    let set: Vec<&str> = given
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(flag, _)| *flag)
+        .collect();
+    if set.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::BadInput(format!(
+        "{} cannot change when resuming {}: a resumed run keeps the config, data and weights its checkpoint records (--epochs and --max-steps extend it)",
+        set.join(", "),
+        checkpoint.display()
+    )))
+}
+
+/// Fails when a resumed run from `checkpoint` has nothing left to do.
+pub fn check_work_left(
+    at: Position,
+    total_steps: usize,
+    epochs: usize,
+    checkpoint: &Path,
+) -> Result<(), TrainError> {
+    if at.step >= total_steps {
+        return Err(TrainError::BadInput(format!(
+            "{} is a finished run ({epochs} epochs, {} steps): give --epochs more than {epochs} (or a larger --max-steps) to extend it",
+            checkpoint.display(),
+            at.step
+        )));
+    }
+    Ok(())
+}
+
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Position {

@@ -18,9 +18,11 @@ use super::eval::{Grounder, GroundingScores, draw, scores};
 use crate::TrainError;
 use crate::albef::pipeline::write_json;
 use crate::albef::pretraining::AlbefPretraining;
-use crate::albef::retrieval::pipeline::{RetrievalJob, RetrievalStart, Start, starting_point};
+use crate::albef::retrieval::pipeline::{
+    RetrievalJob, RetrievalStart, Start, job_value, starting_point,
+};
 use crate::runner::checkpoint::{Checkpoint, JobKind};
-use crate::runner::{RunPaths, RunSummary, StopAt, train};
+use crate::runner::{RunPaths, RunSummary, StopAt, check_work_left, resumed_epochs, train};
 
 /// A grounding run to do.
 #[derive(Debug, Clone)]
@@ -100,11 +102,15 @@ pub fn fine_tune_grounding(
         source,
     })?;
     let (config, tokenizer, start) = match &job.start {
-        RetrievalStart::Resume(path) => {
+        RetrievalStart::Resume {
+            checkpoint: path,
+            epochs,
+        } => {
             let checkpoint = Checkpoint::read(path)?;
-            let config = checkpoint
-                .state::<GroundingConfig>(JobKind::AlbefGrounding)?
-                .config;
+            let saved = checkpoint.state::<GroundingConfig>(JobKind::AlbefGrounding)?;
+            let mut config = saved.config;
+            config.schedular.epochs =
+                resumed_epochs(config.schedular.epochs, *epochs, saved.position, path)?;
             let tokenizer = TextTokenizer::from_file(&path.with_file_name("tokenizer.json"))?;
             checkpoint.check_tokenizer(path, &tokenizer)?;
             (config, tokenizer, Start::Checkpoint(Box::new(checkpoint)))
@@ -201,6 +207,7 @@ pub fn fine_tune_grounding(
         Start::Checkpoint(checkpoint) => AlbefPretraining::resume_retrieval(
             &checkpoint,
             JobKind::AlbefGrounding,
+            job_value(&config)?,
             config.retrieval_config().training_config(),
             special,
             device,
@@ -226,6 +233,15 @@ pub fn fine_tune_grounding(
             similar_fraction: 0.0,
         },
     )?;
+    if let RetrievalStart::Resume { checkpoint, .. } = &job.start {
+        let epochs = config.schedular.epochs;
+        check_work_left(
+            state.position,
+            epochs * loader.steps_per_epoch(),
+            epochs,
+            checkpoint,
+        )?;
+    }
     while state.position.epoch < config.schedular.epochs {
         let epoch = state.position.epoch;
         let stop = StopAt {

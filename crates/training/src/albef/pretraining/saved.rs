@@ -76,21 +76,18 @@ impl AlbefPretraining {
         })
     }
 
-    /// Restores a retrieval fine-tuning run: `config` is the training
-    /// config its job's config (the checkpoint header's) makes.
+    /// Restores a retrieval fine-tuning run under its job's config `job`
+    /// (the checkpoint header's, or that extended), `config` the training
+    /// config it makes.
     pub fn resume_retrieval(
         checkpoint: &Checkpoint,
         kind: JobKind,
+        job: serde_json::Value,
         config: PretrainConfig,
         special: SpecialTokens,
         device: &Device,
     ) -> Result<Self, TrainError> {
-        let RunState {
-            position,
-            seed,
-            config: job,
-            ..
-        } = checkpoint.state::<serde_json::Value>(kind)?;
+        let RunState { position, seed, .. } = checkpoint.state::<serde_json::Value>(kind)?;
         let state = Self::restore(
             checkpoint,
             config,

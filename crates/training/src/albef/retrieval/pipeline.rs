@@ -23,7 +23,7 @@ use crate::albef::pretraining::AlbefPretraining;
 use crate::eval::retrieval::{RetrievalEval, RetrievalMetrics, evaluate_retrieval};
 use crate::runner::checkpoint::{Checkpoint, JobKind};
 use crate::runner::progress;
-use crate::runner::{RunPaths, RunSummary, StopAt, train};
+use crate::runner::{RunPaths, RunSummary, StopAt, check_work_left, resumed_epochs, train};
 
 /// Where a retrieval run starts.
 #[derive(Debug, Clone)]
@@ -32,8 +32,14 @@ pub enum RetrievalStart {
     /// and `tokenizer.json` come with it, or an official ALBEF
     /// `.pth`/`.safetensors` (shape from the config).
     From(PathBuf),
-    /// Continue a retrieval run from its `checkpoint.ckpt`.
-    Resume(PathBuf),
+    /// Continue a retrieval run from its `checkpoint.ckpt`, with its own
+    /// config; `epochs` extends it.
+    Resume {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// The run's new length in epochs.
+        epochs: Option<usize>,
+    },
 }
 
 /// A retrieval run to do.
@@ -149,6 +155,7 @@ pub fn fine_tune_retrieval(
         Start::Checkpoint(checkpoint) => AlbefPretraining::resume_retrieval(
             &checkpoint,
             JobKind::AlbefRetrieval,
+            job_value(&config)?,
             config.training_config(),
             special,
             device,
@@ -181,6 +188,15 @@ pub fn fine_tune_retrieval(
             similar_fraction: 0.0,
         },
     )?;
+    if let RetrievalStart::Resume { checkpoint, .. } = &job.start {
+        let epochs = config.schedular.epochs;
+        check_work_left(
+            state.position,
+            epochs * loader.steps_per_epoch(),
+            epochs,
+            checkpoint,
+        )?;
+    }
     while state.position.epoch < config.schedular.epochs {
         let epoch = state.position.epoch;
         let stop = StopAt {
@@ -233,11 +249,15 @@ pub(crate) fn starting_point(
     let tokenizer_beside = |path: &Path| path.with_file_name("tokenizer.json");
     let mut config = job.config.clone();
     let path = match &job.start {
-        RetrievalStart::Resume(path) => {
+        RetrievalStart::Resume {
+            checkpoint: path,
+            epochs,
+        } => {
             let checkpoint = Checkpoint::read(path)?;
-            let config = checkpoint
-                .state::<RetrievalConfig>(JobKind::AlbefRetrieval)?
-                .config;
+            let saved = checkpoint.state::<RetrievalConfig>(JobKind::AlbefRetrieval)?;
+            let mut config = saved.config;
+            config.schedular.epochs =
+                resumed_epochs(config.schedular.epochs, *epochs, saved.position, path)?;
             let tokenizer = TextTokenizer::from_file(&tokenizer_beside(path))?;
             checkpoint.check_tokenizer(path, &tokenizer)?;
             return Ok((config, tokenizer, Start::Checkpoint(Box::new(checkpoint))));
@@ -267,6 +287,7 @@ pub(crate) fn starting_point(
                 let state = AlbefPretraining::resume_retrieval(
                     &checkpoint,
                     JobKind::AlbefRetrieval,
+                    job_value(&saved)?,
                     saved.training_config(),
                     tokenizer.special_tokens()?,
                     device,
@@ -354,4 +375,12 @@ impl Scorer<'_> {
         bar.finish_and_clear();
         Ok(Some(scores.report(&set).reranked))
     }
+}
+
+/// A job's config as the checkpoint header records it.
+pub(crate) fn job_value(config: &impl serde::Serialize) -> Result<serde_json::Value, TrainError> {
+    serde_json::to_value(config).map_err(|source| TrainError::Json {
+        path: "the job's config".into(),
+        source,
+    })
 }

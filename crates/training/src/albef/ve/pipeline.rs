@@ -19,7 +19,9 @@ use crate::albef::pipeline::write_json;
 use crate::albef::pretraining::AlbefPretraining;
 use crate::runner::checkpoint::{Checkpoint, JobKind};
 use crate::runner::progress;
-use crate::runner::{RunPaths, RunSummary, StopAt, Trainee, train};
+use crate::runner::{
+    RunPaths, RunSummary, StopAt, Trainee, check_work_left, resumed_epochs, train,
+};
 
 /// Where a VE run starts.
 #[derive(Debug, Clone)]
@@ -28,8 +30,14 @@ pub enum VeStart {
     /// shape and, by default, the tokenizer beside it) or an official
     /// ALBEF `.pth`/`.safetensors` (shape from the config).
     From(PathBuf),
-    /// Continue a VE run from its `checkpoint.ckpt`.
-    Resume(PathBuf),
+    /// Continue a VE run from its `checkpoint.ckpt`, with its own config;
+    /// `epochs` extends it.
+    Resume {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// The run's new length in epochs.
+        epochs: Option<usize>,
+    },
 }
 
 /// A VE run to do.
@@ -109,7 +117,11 @@ pub fn fine_tune_ve(job: &VeJob, device: &Device) -> Result<VeOutcome, TrainErro
             let (model, momentum) = *weights;
             VeTraining::new(config.clone(), model, momentum, labels, job.seed, device)
         }
-        Start::Checkpoint(checkpoint) => VeTraining::resume(&checkpoint, labels, device)?,
+        Start::Checkpoint(checkpoint) => {
+            let mut state = VeTraining::resume(&checkpoint, labels, device)?;
+            state.config.schedular.epochs = config.schedular.epochs;
+            state
+        }
     };
     state.blank_images = job.blank_images;
     tokenizer.save(&job.out.join("tokenizer.json"))?;
@@ -143,6 +155,14 @@ pub fn fine_tune_ve(job: &VeJob, device: &Device) -> Result<VeOutcome, TrainErro
         paths: paths.clone(),
     };
     let epochs = config.schedular.epochs;
+    if let VeStart::Resume { checkpoint, .. } = &job.start {
+        check_work_left(
+            state.position,
+            epochs * loader.steps_per_epoch(),
+            epochs,
+            checkpoint,
+        )?;
+    }
     while state.position.epoch < epochs {
         let epoch = state.position.epoch;
         let stop = StopAt {
@@ -194,9 +214,15 @@ fn starting_point(
     let mut config = job.config.clone();
     let tokenizer_beside = |path: &Path| path.with_file_name("tokenizer.json");
     let path = match &job.start {
-        VeStart::Resume(path) => {
+        VeStart::Resume {
+            checkpoint: path,
+            epochs,
+        } => {
             let checkpoint = Checkpoint::read(path)?;
-            let config = checkpoint.state::<VeConfig>(JobKind::AlbefVe)?.config;
+            let saved = checkpoint.state::<VeConfig>(JobKind::AlbefVe)?;
+            let mut config = saved.config;
+            config.schedular.epochs =
+                resumed_epochs(config.schedular.epochs, *epochs, saved.position, path)?;
             let tokenizer = TextTokenizer::from_file(&tokenizer_beside(path))?;
             checkpoint.check_tokenizer(path, &tokenizer)?;
             return Ok((config, tokenizer, Start::Checkpoint(Box::new(checkpoint))));
