@@ -235,7 +235,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", vl_training::error_report(err.chain()));
             ExitCode::FAILURE
         }
     }

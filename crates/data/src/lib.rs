@@ -82,6 +82,9 @@ pub enum DataError {
         #[source]
         source: image::ImageError,
     },
+    /// A synthetic-world config that cannot make a world.
+    #[error("synthetic world: {0}")]
+    BadWorld(String),
     /// A data set too small for one batch.
     #[error("{samples} usable samples{} cannot fill a batch of {batch_size}", .source_file.as_ref().map(|f| format!(" in {}", f.display())).unwrap_or_default())]
     TooFewSamples {

@@ -185,7 +185,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", vl_training::error_report(err.chain()));
             ExitCode::FAILURE
         }
     }

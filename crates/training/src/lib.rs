@@ -23,6 +23,43 @@ use std::path::PathBuf;
 
 use runner::checkpoint::JobKind;
 
+/// An error and its sources as one line, `outer: inner: …`, each cause
+/// once: this crate's errors (and `vl-data`'s) already show their source
+/// in their message, which a plain walk of the chain would repeat.
+pub fn error_report<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut report = String::new();
+    for cause in chain {
+        let text = cause.to_string();
+        if report.contains(&text) {
+            continue;
+        }
+        if !report.is_empty() {
+            report.push_str(": ");
+        }
+        report.push_str(&text);
+    }
+    report
+}
+
+#[cfg(test)]
+mod report_tests {
+    #[test]
+    fn a_source_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = super::TrainError::Io {
+            path: "a.json".into(),
+            source: io,
+        };
+        let err = anyhow::Error::new(err).context("reading the config");
+        assert_eq!(
+            super::error_report(err.chain()),
+            "reading the config: a.json: no such file"
+        );
+    }
+}
+
 /// Errors of training.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

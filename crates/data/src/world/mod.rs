@@ -236,6 +236,38 @@ impl Default for WorldConfig {
     }
 }
 
+impl WorldConfig {
+    /// Checks that the config can make a world: training images left after
+    /// the held-out ones, fractions in [0, 1], room for the shapes.
+    pub fn validate(&self) -> Result<(), DataError> {
+        let bad = |message: String| Err(DataError::BadWorld(message));
+        if self.val_images + self.test_images >= self.images {
+            return bad(format!(
+                "{} images leave none for training after {} validation and {} test images",
+                self.images, self.val_images, self.test_images
+            ));
+        }
+        for (name, value) in [
+            ("caption noise", self.caption_noise),
+            ("minimal-pairs fraction", self.minimal_pairs),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return bad(format!("the {name} {value} is not a fraction in [0, 1]"));
+            }
+        }
+        if self.image_size < 16 {
+            return bad(format!(
+                "images of {} pixels are too small for its shapes (16 at least)",
+                self.image_size
+            ));
+        }
+        if self.languages.first() != Some(&Language::En) {
+            return bad("the caption languages must start with English".into());
+        }
+        Ok(())
+    }
+}
+
 /// Number of captions written per image and language.
 pub const CAPTIONS_PER_IMAGE: usize = 4;
 
@@ -441,6 +473,7 @@ pub const WORLD_FILE: &str = "world.json";
 /// ground truth) and every task's annotation files. Rendering runs on every
 /// core; the output does not depend on scheduling.
 pub fn write_world(config: &WorldConfig, dir: &Path) -> Result<WorldSummary, DataError> {
+    config.validate()?;
     let io = |path: PathBuf| {
         move |source: std::io::Error| DataError::Io {
             path: path.clone(),

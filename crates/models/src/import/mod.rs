@@ -219,6 +219,13 @@ impl TensorMap {
         match path.extension().and_then(|e| e.to_str()) {
             Some("safetensors") => Self::read_safetensors(path),
             Some("bin" | "pt" | "pth") => Self::read_pytorch(path),
+            Some("ckpt") => Err(ImportError::Format {
+                path: path.to_owned(),
+                message: "a training checkpoint of this project, not PyTorch or safetensors \
+                          weights (continue its run with --resume, or start a task from it \
+                          with --from)"
+                    .into(),
+            }),
             _ => Err(ImportError::Format {
                 path: path.to_owned(),
                 message: "unknown checkpoint format (expected .safetensors, .bin, .pt or .pth)"
