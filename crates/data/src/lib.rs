@@ -8,6 +8,7 @@ pub mod images;
 pub mod loader;
 pub mod manifest;
 pub mod parallel;
+pub mod progress;
 pub mod tokenizer;
 pub mod transforms;
 pub mod ve;

@@ -191,7 +191,13 @@ pub fn read_entries<T>(
                 file: path.to_owned(),
                 line: 1,
             },
-            message: "no usable entries".into(),
+            message: match skipped.entries.first() {
+                Some(first) => format!(
+                    "no usable entries ({} skipped; the first: {first})",
+                    skipped.count()
+                ),
+                None => "no usable entries".into(),
+            },
         });
     }
     Ok((entries, skipped))

@@ -9,7 +9,7 @@ pub mod checkpoint;
 pub mod data_parallel;
 pub mod metrics;
 pub mod optimizer;
-pub mod progress;
+pub use vl_data::progress;
 pub mod schedule;
 pub mod seed;
 
@@ -352,7 +352,20 @@ where
             ..
         } = state.position();
         for batch in batches.epoch(epoch, step_in_epoch) {
-            let batch = batch?;
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    // Keep the steps done: once the input is fixed (or
+                    // skipped), --resume goes on from here.
+                    paths.write_checkpoint(state.checkpoint()?, &paths.checkpoint)?;
+                    log::error!(
+                        "stopped at step {}; {} holds the run up to here",
+                        state.position().step,
+                        paths.checkpoint.display()
+                    );
+                    return Err(e);
+                }
+            };
             let step = state.position().step;
             let report = state.step(&batch, steps_per_epoch)?;
             samples += B::batch_len(&batch);
