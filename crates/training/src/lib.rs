@@ -101,6 +101,14 @@ pub enum TrainError {
     /// Values of a config that cannot be right.
     #[error("invalid config: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     InvalidConfig(Vec<config::InvalidValue>),
+    /// Values of a config file that cannot be right.
+    #[error("{path}: invalid config: {}", .values.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// Each bad value.
+        values: Vec<config::InvalidValue>,
+    },
     /// A file is not a checkpoint of this project, or is damaged.
     #[error("{path}: {reason}")]
     BadCheckpoint {
@@ -174,6 +182,20 @@ pub enum TrainError {
     /// Weights could not be imported.
     #[error(transparent)]
     Import(#[from] vl_models::import::ImportError),
+}
+
+impl TrainError {
+    /// The error with the config file it concerns named, for invalid
+    /// values found in `path`.
+    pub fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            TrainError::InvalidConfig(values) => TrainError::InvalidConfigFile {
+                path: path.to_owned(),
+                values,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Held by the tests that seed the device's generator, which every thread

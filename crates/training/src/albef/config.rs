@@ -285,7 +285,7 @@ impl PretrainConfig {
         config.test_file.iter_mut().for_each(resolve);
         config.image_root.iter_mut().for_each(resolve);
         config.tokenizer.iter_mut().for_each(resolve);
-        config.validate()?;
+        config.validate().map_err(|e| e.in_file(path))?;
         Ok(config)
     }
 

@@ -211,7 +211,7 @@ impl AltClipRecipe {
                 "student.roberta",
             ],
         )?;
-        recipe.validate()?;
+        recipe.validate().map_err(|e| e.in_file(path))?;
         Ok(recipe)
     }
 

@@ -160,7 +160,7 @@ impl GroundingConfig {
         config.ref_file.iter_mut().for_each(resolve);
         config.image_root.iter_mut().for_each(resolve);
         config.tokenizer.iter_mut().for_each(resolve);
-        config.validate()?;
+        config.validate().map_err(|e| e.in_file(path))?;
         Ok(config)
     }
 
