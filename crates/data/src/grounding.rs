@@ -66,7 +66,7 @@ pub fn read_expressions(
             return Err(format!("image {} does not exist", image.display()));
         }
         let text = pre_caption(&entry.text, max_words);
-        if text.is_empty() {
+        if text.trim().is_empty() {
             return Err("empty expression".into());
         }
         if let Some(b) = entry.bbox

@@ -220,7 +220,8 @@ fn parse_entry(
     let captions: Vec<String> = captions
         .iter()
         .map(|c| pre_caption(c, max_words))
-        .filter(|c| !c.is_empty())
+        // Whitespace the cleaning keeps (a tab, a vertical tab) is no caption.
+        .filter(|c| !c.trim().is_empty())
         .collect();
     if captions.is_empty() {
         return Err("empty caption".into());

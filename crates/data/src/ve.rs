@@ -57,7 +57,7 @@ pub fn read_ve(
             return Err(format!("image {} does not exist", image.display()));
         }
         let sentence = pre_caption(&entry.sentence, max_words);
-        if sentence.is_empty() {
+        if sentence.trim().is_empty() {
             return Err("empty sentence".into());
         }
         let label = VE_LABELS
