@@ -335,3 +335,27 @@ fn a_parallel_tsv_line_without_text_on_one_side_is_named() {
         .to_string();
     assert!(err.contains("pairs.tsv:3: empty source"), "{err}");
 }
+
+#[test]
+fn a_batch_of_undecodable_images_under_skip_bad_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = world(dir.path());
+    // Headers intact, pixels cut off: found only when decoded.
+    for entry in std::fs::read_dir(world.join("images")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    }
+    let err = run(
+        small_config(world.join("pretrain_en.json")),
+        &dir.path().join("run"),
+        BadEntries::Skip,
+        4,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("a batch of 8 from ") && err.contains("kept 0 samples"),
+        "{err}"
+    );
+}

@@ -83,6 +83,23 @@ pub enum DataError {
         #[source]
         source: image::ImageError,
     },
+    /// A batch whose images nearly all failed to decode (under
+    /// `--skip-bad`).
+    #[error(
+        "a batch of {batch_size} from {} kept {kept} samples after skipping undecodable images \
+         ({skipped} skipped so far): too few to train on; the images need repair",
+        file.display()
+    )]
+    BatchLost {
+        /// The manifest of its first sample.
+        file: std::path::PathBuf,
+        /// Samples asked for.
+        batch_size: usize,
+        /// Samples left.
+        kept: usize,
+        /// Images skipped so far in the run.
+        skipped: usize,
+    },
     /// A synthetic-world config that cannot make a world.
     #[error("synthetic world: {0}")]
     BadWorld(String),

@@ -332,6 +332,16 @@ impl Loader {
                 image_ids.push(id);
             }
         }
+        // Contrastive and matching losses compare each sample with the
+        // others of its batch.
+        if captions.len() < 2 {
+            return Err(DataError::BatchLost {
+                file: self.items[indices[0]].location.file.clone(),
+                batch_size: indices.len(),
+                kept: captions.len(),
+                skipped: self.skipped().count(),
+            });
+        }
         let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
         let text = self
             .tokenizer
