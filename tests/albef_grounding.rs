@@ -9,9 +9,9 @@
 use vl_data::manifest::read_captioned_images;
 use vl_data::world::{WorldConfig, write_world};
 use vl_data::{BadEntries, Framing, TextTokenizer};
+use vl_training::albef::downstream::TaskStart;
 use vl_training::albef::grounding::GroundingConfig;
 use vl_training::albef::grounding::pipeline::{GroundingJob, fine_tune_grounding};
-use vl_training::albef::retrieval::pipeline::RetrievalStart;
 use vl_training::albef::{AlbefPretraining, PretrainConfig};
 use vl_training::runner::metrics::read_series;
 
@@ -75,7 +75,7 @@ fn grounding_trains_and_scores_every_expression() {
     config.validate().unwrap();
     let job = GroundingJob {
         config,
-        start: RetrievalStart::From(dir.join("start/checkpoint.ckpt")),
+        start: TaskStart::From(dir.join("start/checkpoint.ckpt")),
         out: dir.join("grounding"),
         seed: 1,
         bad: BadEntries::Fail,

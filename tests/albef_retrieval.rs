@@ -6,12 +6,13 @@
 //! same losses as one that was not stopped.
 
 use std::path::Path;
+use vl_training::albef::downstream::TaskStart;
 
 use vl_data::manifest::read_captioned_images;
 use vl_data::world::{WorldConfig, write_world};
 use vl_data::{BadEntries, Framing, TextTokenizer};
 use vl_training::albef::retrieval::RetrievalConfig;
-use vl_training::albef::retrieval::pipeline::{RetrievalJob, RetrievalStart, fine_tune_retrieval};
+use vl_training::albef::retrieval::pipeline::{RetrievalJob, fine_tune_retrieval};
 use vl_training::albef::{AlbefPretraining, PretrainConfig};
 use vl_training::runner::metrics::read_series;
 
@@ -78,7 +79,7 @@ fn setup(dir: &Path) -> RetrievalConfig {
     config
 }
 
-fn job(dir: &Path, config: &RetrievalConfig, start: RetrievalStart, out: &str) -> RetrievalJob {
+fn job(dir: &Path, config: &RetrievalConfig, start: TaskStart, out: &str) -> RetrievalJob {
     RetrievalJob {
         config: config.clone(),
         start,
@@ -96,7 +97,7 @@ fn retrieval_fine_tuning_learns_and_resumes_exactly() {
     let dir = scratch.path();
     let mut config = setup(dir);
     let device = burn::tensor::Device::flex();
-    let start = RetrievalStart::From(dir.join("start/checkpoint.ckpt"));
+    let start = TaskStart::From(dir.join("start/checkpoint.ckpt"));
 
     config.schedular.epochs = 6;
     let outcome = fine_tune_retrieval(&job(dir, &config, start.clone(), "run"), &device).unwrap();
@@ -130,7 +131,7 @@ fn retrieval_fine_tuning_learns_and_resumes_exactly() {
     let steps_per_epoch = ita.len() / 6;
     stopped.max_steps = Some(steps_per_epoch + steps_per_epoch / 2);
     fine_tune_retrieval(&stopped, &device).unwrap();
-    let resume = |epochs| RetrievalStart::Resume {
+    let resume = |epochs| TaskStart::Resume {
         checkpoint: dir.join("split/checkpoint.ckpt"),
         epochs,
     };

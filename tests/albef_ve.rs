@@ -10,8 +10,9 @@
 use vl_data::manifest::read_captioned_images;
 use vl_data::world::{WorldConfig, write_world};
 use vl_data::{BadEntries, Framing, TextTokenizer};
+use vl_training::albef::downstream::TaskStart;
 use vl_training::albef::ve::VeConfig;
-use vl_training::albef::ve::pipeline::{VeJob, VeStart, fine_tune_ve};
+use vl_training::albef::ve::pipeline::{VeJob, fine_tune_ve};
 use vl_training::albef::{AlbefPretraining, PretrainConfig};
 use vl_training::runner::metrics::read_series;
 
@@ -72,7 +73,7 @@ fn ve_fine_tuning_lowers_the_loss_and_classifies_held_out_pairs() {
     config.validate().unwrap();
     let job = VeJob {
         config,
-        start: VeStart::From(start.join("checkpoint.ckpt")),
+        start: TaskStart::From(start.join("checkpoint.ckpt")),
         out: dir.join("ve"),
         seed: 1,
         bad: BadEntries::Fail,

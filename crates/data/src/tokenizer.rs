@@ -491,33 +491,24 @@ mod determinism {
         assert_ne!(a.fingerprint(), b.fingerprint());
     }
 
-    #[test]
-    fn wordpiece_training_is_deterministic() {
-        let json = |_| {
-            TextTokenizer::train_wordpiece(corpus().iter(), 120, Framing::Start)
-                .unwrap()
-                .inner()
-                .to_string(false)
-                .unwrap()
-        };
-        let first = json(0);
-        for i in 1..6 {
-            assert_eq!(first, json(i), "run {i}");
+    /// Trains five times (each in fresh hash maps) and compares the files.
+    fn assert_deterministic(train: impl Fn() -> Result<TextTokenizer, DataError>) {
+        let json = || train().unwrap().inner().to_string(false).unwrap();
+        let first = json();
+        for run in 1..5 {
+            assert_eq!(first, json(), "run {run}");
         }
     }
 
     #[test]
+    fn wordpiece_training_is_deterministic() {
+        assert_deterministic(|| {
+            TextTokenizer::train_wordpiece(corpus().iter(), 120, Framing::Start)
+        });
+    }
+
+    #[test]
     fn unigram_training_is_deterministic() {
-        let json = |_| {
-            TextTokenizer::train_unigram(corpus().iter(), 80)
-                .unwrap()
-                .inner()
-                .to_string(false)
-                .unwrap()
-        };
-        let first = json(0);
-        for i in 1..6 {
-            assert_eq!(first, json(i), "run {i}");
-        }
+        assert_deterministic(|| TextTokenizer::train_unigram(corpus().iter(), 80));
     }
 }

@@ -13,11 +13,8 @@ use vl_training::albef::grounding::eval::GroundingScores;
 use vl_training::albef::grounding::pipeline::{
     GroundingJob, GroundingOutcome, fine_tune_grounding,
 };
-use vl_training::albef::retrieval::pipeline::RetrievalStart;
 
-use vl_training::runner::refuse_on_resume;
-
-use crate::{Common, default_run_dir, synthetic_world};
+use crate::{Common, synthetic_world, task_start};
 
 #[derive(Args)]
 pub(crate) struct GroundingArgs {
@@ -88,34 +85,18 @@ pub(crate) fn grounding_command(args: GroundingArgs) -> anyhow::Result<ExitCode>
         config.gradcam_layer = layer;
     }
     config.validate()?;
-    let start = match (&args.resume, &args.from) {
-        (Some(checkpoint), _) => {
-            refuse_on_resume(
-                checkpoint,
-                &[
-                    ("--config", args.config.is_some()),
-                    ("--data", args.data.is_some()),
-                    ("--from", args.from.is_some()),
-                    ("--evaluate", args.evaluate),
-                ],
-            )?;
-            RetrievalStart::Resume {
-                checkpoint: checkpoint.clone(),
-                epochs: args.epochs,
-            }
-        }
-        (None, Some(from)) => RetrievalStart::From(from.clone()),
-        (None, None) => {
-            let default = default_run_dir(seed).join("checkpoint.ckpt");
-            if !default.is_file() {
-                anyhow::bail!(
-                    "no starting weights: give --from, or pretrain first (`cargo run -p train-albef -- --seed {seed}` writes {})",
-                    default.display()
-                );
-            }
-            RetrievalStart::From(default)
-        }
-    };
+    let start = task_start(
+        args.resume.as_deref(),
+        args.from.as_deref(),
+        args.epochs,
+        seed,
+        &[
+            ("--config", args.config.is_some()),
+            ("--data", args.data.is_some()),
+            ("--from", args.from.is_some()),
+            ("--evaluate", args.evaluate),
+        ],
+    )?;
     let job = GroundingJob {
         config,
         start,

@@ -15,6 +15,7 @@ use vl_backend::Backend;
 use vl_data::world::{WorldConfig, existing_world, write_world};
 use vl_data::{BadEntries, TextTokenizer};
 use vl_training::albef::PretrainConfig;
+use vl_training::albef::downstream::TaskStart;
 use vl_training::albef::pipeline::{
     PretrainJob, PretrainOutcome, RetrievalOutcome, Start, checkpoint_to_evaluate, evaluate_run,
     pretrain, world_manifests,
@@ -215,6 +216,36 @@ fn synthetic_world(cache: &Path, seed: u64, caption_noise: f64) -> anyhow::Resul
     // Absolute: the configs and checkpoint headers that record it must
     // work from any directory.
     std::fs::canonicalize(&world_dir).with_context(|| format!("resolving {}", world_dir.display()))
+}
+
+/// Where a fine-tuning command starts: `--resume` (refusing the flags of
+/// `fixed` that were set), else `--from`, else the default run's
+/// checkpoint for `seed`.
+fn task_start(
+    resume: Option<&Path>,
+    from: Option<&Path>,
+    epochs: Option<usize>,
+    seed: u64,
+    fixed: &[(&str, bool)],
+) -> anyhow::Result<TaskStart> {
+    if let Some(checkpoint) = resume {
+        refuse_on_resume(checkpoint, fixed)?;
+        return Ok(TaskStart::Resume {
+            checkpoint: checkpoint.to_owned(),
+            epochs,
+        });
+    }
+    if let Some(from) = from {
+        return Ok(TaskStart::From(from.to_owned()));
+    }
+    let default = default_run_dir(seed).join("checkpoint.ckpt");
+    if !default.is_file() {
+        anyhow::bail!(
+            "no starting weights: give --from, or pretrain first (`cargo run -p train-albef -- --seed {seed}` writes {})",
+            default.display()
+        );
+    }
+    Ok(TaskStart::From(default))
 }
 
 /// Where the default run of `seed` writes.

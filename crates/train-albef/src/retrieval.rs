@@ -10,13 +10,11 @@ use vl_data::world::{Language, WORLD_FILE, files};
 use vl_models::AlbefConfig;
 use vl_training::albef::retrieval::RetrievalConfig;
 use vl_training::albef::retrieval::pipeline::{
-    RetrievalJob, RetrievalOutcome, RetrievalStart, fine_tune_retrieval,
+    RetrievalJob, RetrievalOutcome, fine_tune_retrieval,
 };
 use vl_training::eval::retrieval::RetrievalMetrics;
 
-use vl_training::runner::refuse_on_resume;
-
-use crate::{Common, default_run_dir, synthetic_world};
+use crate::{Common, synthetic_world, task_start};
 
 #[derive(Args)]
 pub(crate) struct RetrievalArgs {
@@ -80,34 +78,18 @@ pub(crate) fn retrieval_command(args: RetrievalArgs) -> anyhow::Result<ExitCode>
         config.schedular.epochs = epochs;
     }
     config.validate()?;
-    let start = match (&args.resume, &args.from) {
-        (Some(checkpoint), _) => {
-            refuse_on_resume(
-                checkpoint,
-                &[
-                    ("--config", args.config.is_some()),
-                    ("--data", args.data.is_some()),
-                    ("--from", args.from.is_some()),
-                    ("--evaluate", args.evaluate),
-                ],
-            )?;
-            RetrievalStart::Resume {
-                checkpoint: checkpoint.clone(),
-                epochs: args.epochs,
-            }
-        }
-        (None, Some(from)) => RetrievalStart::From(from.clone()),
-        (None, None) => {
-            let default = default_run_dir(seed).join("checkpoint.ckpt");
-            if !default.is_file() {
-                anyhow::bail!(
-                    "no starting weights: give --from, or pretrain first (`cargo run -p train-albef -- --seed {seed}` writes {})",
-                    default.display()
-                );
-            }
-            RetrievalStart::From(default)
-        }
-    };
+    let start = task_start(
+        args.resume.as_deref(),
+        args.from.as_deref(),
+        args.epochs,
+        seed,
+        &[
+            ("--config", args.config.is_some()),
+            ("--data", args.data.is_some()),
+            ("--from", args.from.is_some()),
+            ("--evaluate", args.evaluate),
+        ],
+    )?;
     let job = RetrievalJob {
         config,
         start,

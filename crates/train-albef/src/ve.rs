@@ -7,11 +7,9 @@ use clap::Args;
 use vl_data::BadEntries;
 use vl_models::AlbefConfig;
 use vl_training::albef::ve::VeConfig;
-use vl_training::albef::ve::pipeline::{VeJob, VeOutcome, VeStart, fine_tune_ve};
+use vl_training::albef::ve::pipeline::{VeJob, VeOutcome, fine_tune_ve};
 
-use vl_training::runner::refuse_on_resume;
-
-use crate::{Common, default_run_dir, synthetic_world};
+use crate::{Common, synthetic_world, task_start};
 
 #[derive(Args)]
 pub(crate) struct VeArgs {
@@ -72,34 +70,17 @@ pub(crate) fn ve_command(args: VeArgs) -> anyhow::Result<ExitCode> {
         config.schedular.epochs = epochs;
     }
     config.validate()?;
-    let start = match (&args.resume, &args.from) {
-        (Some(checkpoint), _) => {
-            refuse_on_resume(
-                checkpoint,
-                &[
-                    ("--config", args.config.is_some()),
-                    ("--data", args.data.is_some()),
-                    ("--from", args.from.is_some()),
-                    ("--text-only", args.text_only),
-                ],
-            )?;
-            VeStart::Resume {
-                checkpoint: checkpoint.clone(),
-                epochs: args.epochs,
-            }
-        }
-        (None, Some(from)) => VeStart::From(from.clone()),
-        (None, None) => {
-            let default = default_run_dir(seed).join("checkpoint.ckpt");
-            if !default.is_file() {
-                anyhow::bail!(
-                    "no starting weights: give --from, or pretrain first (`cargo run -p train-albef -- --seed {seed}` writes {})",
-                    default.display()
-                );
-            }
-            VeStart::From(default)
-        }
-    };
+    let start = task_start(
+        args.resume.as_deref(),
+        args.from.as_deref(),
+        args.epochs,
+        seed,
+        &[
+            ("--config", args.config.is_some()),
+            ("--data", args.data.is_some()),
+            ("--from", args.from.is_some()),
+        ],
+    )?;
     let job = VeJob {
         config,
         start,

@@ -7,6 +7,7 @@
 
 pub mod backends;
 pub mod config;
+pub mod downstream;
 pub mod grounding;
 mod losses;
 pub mod pipeline;

@@ -4,6 +4,7 @@
 //! fine-tuning with every image blank), so that a reader sees the image is
 //! used. Values are fractions in [0, 1].
 
+use crate::albef::downstream::TaskStart;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
@@ -17,9 +18,9 @@ use crate::albef::grounding::GroundingConfig;
 use crate::albef::grounding::pipeline::{GroundingJob, fine_tune_grounding};
 use crate::albef::pipeline::write_json;
 use crate::albef::retrieval::RetrievalConfig;
-use crate::albef::retrieval::pipeline::{RetrievalJob, RetrievalStart, fine_tune_retrieval};
+use crate::albef::retrieval::pipeline::{RetrievalJob, fine_tune_retrieval};
 use crate::albef::ve::VeConfig;
-use crate::albef::ve::pipeline::{VeJob, VeStart, fine_tune_ve};
+use crate::albef::ve::pipeline::{VeJob, fine_tune_ve};
 
 /// One metric of one task.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -77,7 +78,7 @@ fn retrieval(job: &TasksJob, device: &Device) -> Result<Vec<TaskRow>, TrainError
     let outcome = fine_tune_retrieval(
         &RetrievalJob {
             config,
-            start: RetrievalStart::From(job.pretrained.clone()),
+            start: TaskStart::From(job.pretrained.clone()),
             out: job.out.join("retrieval"),
             seed: job.seed,
             bad: BadEntries::Fail,
@@ -117,7 +118,7 @@ fn ve(job: &TasksJob, device: &Device) -> Result<Vec<TaskRow>, TrainError> {
         fine_tune_ve(
             &VeJob {
                 config: config.clone(),
-                start: VeStart::From(job.pretrained.clone()),
+                start: TaskStart::From(job.pretrained.clone()),
                 out: out.to_owned(),
                 seed: job.seed,
                 bad: BadEntries::Fail,
@@ -154,7 +155,7 @@ fn grounding(job: &TasksJob, device: &Device) -> Result<Vec<TaskRow>, TrainError
     let outcome = fine_tune_grounding(
         &GroundingJob {
             config,
-            start: RetrievalStart::From(job.pretrained.clone()),
+            start: TaskStart::From(job.pretrained.clone()),
             out: job.out.join("grounding"),
             seed: job.seed,
             bad: BadEntries::Fail,

@@ -4,6 +4,7 @@
 //! after each (the best `val_d` kept), and PNGs of test examples; or the
 //! accuracy of a checkpoint alone (`evaluate_only`).
 
+use crate::albef::downstream::TaskStart;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -18,11 +19,9 @@ use super::eval::{Grounder, GroundingScores, draw, scores};
 use crate::TrainError;
 use crate::albef::pipeline::write_json;
 use crate::albef::pretraining::AlbefPretraining;
-use crate::albef::retrieval::pipeline::{
-    RetrievalJob, RetrievalStart, Start, job_value, starting_point,
-};
+use crate::albef::retrieval::pipeline::{RetrievalJob, Start, job_value, starting_point};
 use crate::runner::checkpoint::{Checkpoint, JobKind};
-use crate::runner::{RunPaths, RunSummary, StopAt, check_work_left, resumed_epochs, train};
+use crate::runner::{RunPaths, RunSummary, StopAt, resumed_epochs, train};
 
 /// A grounding run to do.
 #[derive(Debug, Clone)]
@@ -30,7 +29,7 @@ pub struct GroundingJob {
     /// The config (validated by the caller).
     pub config: GroundingConfig,
     /// Where it starts (`Resume`: a grounding run's checkpoint).
-    pub start: RetrievalStart,
+    pub start: TaskStart,
     /// Output directory.
     pub out: PathBuf,
     /// Seed of every draw.
@@ -102,7 +101,7 @@ pub fn fine_tune_grounding(
         source,
     })?;
     let (config, tokenizer, start) = match &job.start {
-        RetrievalStart::Resume {
+        TaskStart::Resume {
             checkpoint: path,
             epochs,
         } => {
@@ -115,7 +114,7 @@ pub fn fine_tune_grounding(
             checkpoint.check_tokenizer(path, &tokenizer)?;
             (config, tokenizer, Start::Checkpoint(Box::new(checkpoint)))
         }
-        RetrievalStart::From(_) => {
+        TaskStart::From(_) => {
             let retrieval = RetrievalJob {
                 config: job.config.retrieval_config(),
                 start: job.start.clone(),
@@ -233,15 +232,11 @@ pub fn fine_tune_grounding(
             similar_fraction: 0.0,
         },
     )?;
-    if let RetrievalStart::Resume { checkpoint, .. } = &job.start {
-        let epochs = config.schedular.epochs;
-        check_work_left(
-            state.position,
-            epochs * loader.steps_per_epoch(),
-            epochs,
-            checkpoint,
-        )?;
-    }
+    job.start.check_work_left(
+        state.position,
+        config.schedular.epochs,
+        loader.steps_per_epoch(),
+    )?;
     while state.position.epoch < config.schedular.epochs {
         let epoch = state.position.epoch;
         let stop = StopAt {

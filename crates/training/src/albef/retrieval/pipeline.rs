@@ -6,6 +6,7 @@
 //! checkpoint alone (`evaluate_only`: ours, or the official `mscoco.pth` /
 //! `flickr30k.pth`).
 
+use crate::albef::downstream::TaskStart;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,24 +24,7 @@ use crate::albef::pretraining::AlbefPretraining;
 use crate::eval::retrieval::{RetrievalEval, RetrievalMetrics, evaluate_retrieval};
 use crate::runner::checkpoint::{Checkpoint, JobKind};
 use crate::runner::progress;
-use crate::runner::{RunPaths, RunSummary, StopAt, check_work_left, resumed_epochs, train};
-
-/// Where a retrieval run starts.
-#[derive(Debug, Clone)]
-pub enum RetrievalStart {
-    /// Our pretraining (or retrieval) `checkpoint.ckpt`, whose model shape
-    /// and `tokenizer.json` come with it, or an official ALBEF
-    /// `.pth`/`.safetensors` (shape from the config).
-    From(PathBuf),
-    /// Continue a retrieval run from its `checkpoint.ckpt`, with its own
-    /// config; `epochs` extends it.
-    Resume {
-        /// The checkpoint.
-        checkpoint: PathBuf,
-        /// The run's new length in epochs.
-        epochs: Option<usize>,
-    },
-}
+use crate::runner::{RunPaths, RunSummary, StopAt, resumed_epochs, train};
 
 /// A retrieval run to do.
 #[derive(Debug, Clone)]
@@ -48,7 +32,7 @@ pub struct RetrievalJob {
     /// The config (validated by the caller).
     pub config: RetrievalConfig,
     /// Where it starts.
-    pub start: RetrievalStart,
+    pub start: TaskStart,
     /// Output directory.
     pub out: PathBuf,
     /// Seed of every draw.
@@ -188,15 +172,11 @@ pub fn fine_tune_retrieval(
             similar_fraction: 0.0,
         },
     )?;
-    if let RetrievalStart::Resume { checkpoint, .. } = &job.start {
-        let epochs = config.schedular.epochs;
-        check_work_left(
-            state.position,
-            epochs * loader.steps_per_epoch(),
-            epochs,
-            checkpoint,
-        )?;
-    }
+    job.start.check_work_left(
+        state.position,
+        config.schedular.epochs,
+        loader.steps_per_epoch(),
+    )?;
     while state.position.epoch < config.schedular.epochs {
         let epoch = state.position.epoch;
         let stop = StopAt {
@@ -249,7 +229,7 @@ pub(crate) fn starting_point(
     let tokenizer_beside = |path: &Path| path.with_file_name("tokenizer.json");
     let mut config = job.config.clone();
     let path = match &job.start {
-        RetrievalStart::Resume {
+        TaskStart::Resume {
             checkpoint: path,
             epochs,
         } => {
@@ -262,7 +242,7 @@ pub(crate) fn starting_point(
             checkpoint.check_tokenizer(path, &tokenizer)?;
             return Ok((config, tokenizer, Start::Checkpoint(Box::new(checkpoint))));
         }
-        RetrievalStart::From(path) => path,
+        TaskStart::From(path) => path,
     };
     let is_ours = path.extension().is_some_and(|e| e == "ckpt");
     let tokenizer_path = match &config.tokenizer {

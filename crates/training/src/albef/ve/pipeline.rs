@@ -4,6 +4,7 @@
 //! accuracy after each, keeping the best validation epoch's weights
 //! (`checkpoint_best.ckpt`); or the accuracy of a checkpoint alone.
 
+use crate::albef::downstream::TaskStart;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,26 +20,7 @@ use crate::albef::pipeline::write_json;
 use crate::albef::pretraining::AlbefPretraining;
 use crate::runner::checkpoint::{Checkpoint, JobKind};
 use crate::runner::progress;
-use crate::runner::{
-    RunPaths, RunSummary, StopAt, Trainee, check_work_left, resumed_epochs, train,
-};
-
-/// Where a VE run starts.
-#[derive(Debug, Clone)]
-pub enum VeStart {
-    /// Fine-tune from weights: our pretraining `checkpoint.ckpt` (its model
-    /// shape and, by default, the tokenizer beside it) or an official
-    /// ALBEF `.pth`/`.safetensors` (shape from the config).
-    From(PathBuf),
-    /// Continue a VE run from its `checkpoint.ckpt`, with its own config;
-    /// `epochs` extends it.
-    Resume {
-        /// The checkpoint.
-        checkpoint: PathBuf,
-        /// The run's new length in epochs.
-        epochs: Option<usize>,
-    },
-}
+use crate::runner::{RunPaths, RunSummary, StopAt, Trainee, resumed_epochs, train};
 
 /// A VE run to do.
 #[derive(Debug, Clone)]
@@ -46,7 +28,7 @@ pub struct VeJob {
     /// The config (validated by the caller).
     pub config: VeConfig,
     /// Where it starts.
-    pub start: VeStart,
+    pub start: TaskStart,
     /// Output directory.
     pub out: PathBuf,
     /// Seed of the head and every draw.
@@ -155,14 +137,8 @@ pub fn fine_tune_ve(job: &VeJob, device: &Device) -> Result<VeOutcome, TrainErro
         paths: paths.clone(),
     };
     let epochs = config.schedular.epochs;
-    if let VeStart::Resume { checkpoint, .. } = &job.start {
-        check_work_left(
-            state.position,
-            epochs * loader.steps_per_epoch(),
-            epochs,
-            checkpoint,
-        )?;
-    }
+    job.start
+        .check_work_left(state.position, epochs, loader.steps_per_epoch())?;
     while state.position.epoch < epochs {
         let epoch = state.position.epoch;
         let stop = StopAt {
@@ -214,7 +190,7 @@ fn starting_point(
     let mut config = job.config.clone();
     let tokenizer_beside = |path: &Path| path.with_file_name("tokenizer.json");
     let path = match &job.start {
-        VeStart::Resume {
+        TaskStart::Resume {
             checkpoint: path,
             epochs,
         } => {
@@ -227,7 +203,7 @@ fn starting_point(
             checkpoint.check_tokenizer(path, &tokenizer)?;
             return Ok((config, tokenizer, Start::Checkpoint(Box::new(checkpoint))));
         }
-        VeStart::From(path) => path,
+        TaskStart::From(path) => path,
     };
     let is_ours = path.extension().is_some_and(|e| e == "ckpt");
     let tokenizer_path = match &config.tokenizer {
