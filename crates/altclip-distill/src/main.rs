@@ -13,9 +13,12 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use vl_backend::Backend;
+use vl_data::BadEntries;
 use vl_data::TextTokenizer;
 use vl_training::altclip::AltClipRecipe;
-use vl_training::altclip::data::{DataSource, EvalSet, PairSet, Task, languages};
+use vl_training::altclip::data::{
+    DataSource, EvalSet, ManifestData, PairSet, Task, language_file, languages,
+};
 use vl_training::altclip::evaluation::{Results, evaluate};
 use vl_training::altclip::pipeline::{
     Stage1Start, default_run, load_any_teacher, load_hf_student, load_student_run,
@@ -103,12 +106,47 @@ struct DataArgs {
     /// Student languages besides English (codes of the world's languages).
     #[arg(long, value_delimiter = ',', default_value = "zh,de,fr")]
     languages: Vec<String>,
+    /// Where the relative image paths of manifests start (default: each
+    /// manifest's directory).
+    #[arg(long)]
+    image_root: Option<PathBuf>,
+    /// Count and skip unusable manifest entries and images instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
 }
 
 impl DataArgs {
-    /// The task these name (generated or converted into the cache if
+    /// The user's manifests of a subcommand, none named yet.
+    fn manifests(&self) -> ManifestData {
+        ManifestData {
+            image_root: self.image_root.clone(),
+            teacher_train: Vec::new(),
+            english: Vec::new(),
+            contrastive: Vec::new(),
+            retrieval: Vec::new(),
+            classes: None,
+            bad: match self.skip_bad {
+                true => BadEntries::Skip,
+                false => BadEntries::Fail,
+            },
+        }
+    }
+
+    /// The task: the user's manifests in `files` when it names any, else
+    /// the world or Fashion-MNIST (generated or converted into the cache if
     /// needed).
-    fn open(&self, seed: u64) -> anyhow::Result<Task> {
+    fn open(&self, seed: u64, files: ManifestData) -> anyhow::Result<Task> {
+        let named = !files.teacher_train.is_empty()
+            || !files.english.is_empty()
+            || !files.contrastive.is_empty()
+            || !files.retrieval.is_empty()
+            || files.classes.is_some();
+        if named {
+            if self.world.is_some() || self.fashion_mnist.is_some() {
+                bail!("give manifests or --world/--fashion-mnist, not both");
+            }
+            return Ok(Task::Manifests(files));
+        }
         let source = DataSource {
             world: self.world.clone(),
             fashion_mnist: self.fashion_mnist.clone(),
@@ -145,6 +183,14 @@ struct TeacherArgs {
     common: Common,
     #[command(flatten)]
     data: DataArgs,
+    /// A training manifest of images with English captions (repeatable;
+    /// default: the world's or Fashion-MNIST's).
+    #[arg(long)]
+    train_file: Vec<PathBuf>,
+    /// A retrieval manifest of held-out images with English captions: the
+    /// teacher's R@1/5/10 on it after training, in results.json.
+    #[arg(long)]
+    val_file: Option<PathBuf>,
     /// Continue a teacher run from its checkpoint.ckpt.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -170,6 +216,10 @@ struct DistillArgs {
     /// More parallel text: TSV files of `english<TAB>target` lines.
     #[arg(long)]
     parallel: Vec<PathBuf>,
+    /// A manifest whose English captions become English–English pairs
+    /// (repeatable); with one, the world's pairs are not used.
+    #[arg(long)]
+    train_file: Vec<PathBuf>,
     /// Also the English–Chinese pairs of the gettext catalogs under this
     /// locale root (default /usr/share/locale).
     #[arg(long, num_args = 0..=1, default_missing_value = vl_data::parallel::SYSTEM_LOCALE_DIR)]
@@ -194,6 +244,11 @@ struct ContrastiveArgs {
     /// The stage-1 student: a checkpoint.ckpt of `distill` (its tokenizer.json beside it).
     #[arg(long)]
     student: PathBuf,
+    /// Images captioned in one language, as LANG=FILE (repeatable, e.g.
+    /// `--train-file zh=cap_zh.json --train-file en=cap_en.json`; default:
+    /// the world's or Fashion-MNIST's).
+    #[arg(long, value_parser = language_file)]
+    train_file: Vec<(String, PathBuf)>,
     /// Continue a stage-2 run from its checkpoint.ckpt.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -217,6 +272,14 @@ struct EvalArgs {
     /// A student checkpoint.ckpt of stage 1 or 2 (tokenizer.json beside it).
     #[arg(long)]
     student: Option<PathBuf>,
+    /// A retrieval manifest (one or more captions per image) as LANG=FILE
+    /// (repeatable; default: the world's test sets).
+    #[arg(long, value_parser = language_file)]
+    retrieval: Vec<(String, PathBuf)>,
+    /// A zero-shot class file: `{"images": [{"image", "label"}], "classes":
+    /// {lang: [names]}, "templates": {lang: ["a photo of a {}."]}}`.
+    #[arg(long)]
+    classes: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -257,7 +320,7 @@ fn run() -> anyhow::Result<()> {
 /// per-language table after each.
 fn quick(args: QuickArgs) -> anyhow::Result<()> {
     let common = &args.common;
-    let task = args.data.open(common.seed)?;
+    let task = args.data.open(common.seed, args.data.manifests())?;
     let out = common.out_dir(&format!("runs/altclip-{}-seed{}", task.name(), common.seed))?;
     let run = default_run(
         &task,
@@ -283,7 +346,9 @@ fn teacher_command(args: TeacherArgs) -> anyhow::Result<()> {
     if let Some(epochs) = args.epochs {
         recipe.teacher_training.schedular.epochs = epochs;
     }
-    let task = args.data.open(args.common.seed)?;
+    let mut files = args.data.manifests();
+    files.teacher_train = args.train_file.clone();
+    let task = args.data.open(args.common.seed, files)?;
     let out = args
         .common
         .run_dir(args.resume.as_deref(), "runs/altclip-teacher")?;
@@ -297,24 +362,51 @@ fn teacher_command(args: TeacherArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    train_teacher(
+    let device = args.common.backend.device()?;
+    let (teacher, tokenizer) = train_teacher(
         &task,
-        recipe,
+        recipe.clone(),
         &out,
         args.common.seed,
         resume.as_ref(),
-        &args.common.backend.device()?,
+        &device,
     )?;
     println!("checkpoint {}", out.join("checkpoint.ckpt").display());
+    if let Some(val) = &args.val_file {
+        let mut files = args.data.manifests();
+        files.retrieval = vec![("en".to_owned(), val.clone())];
+        let eval = EvalSet::new(&Task::Manifests(files), &recipe)?;
+        let results = Results {
+            rows: evaluate(
+                &teacher,
+                &tokenizer,
+                &eval,
+                &recipe,
+                ("teacher", "teacher"),
+                &device,
+            )?,
+            chance: eval.chance(),
+            held_out_mse: None,
+        };
+        results.write(&out.join("results.json"))?;
+        print_results(&results, &task);
+    }
     Ok(())
 }
 
 fn print_results(results: &Results, task: &Task) {
+    const COLUMNS: [(&str, &str); 4] = [
+        ("zero_shot_acc", "zero-shot"),
+        ("zero_shot_top5", "top-5"),
+        ("t2i_r1", "T→I R@1"),
+        ("i2t_r1", "I→T R@1"),
+    ];
     println!("\nAltCLIP on {} (held-out images; fractions)", task.name());
-    println!(
-        "{:<6}{:<18}{:>15}{:>10}{:>10}",
-        "lang", "model", "zero-shot acc", "T→I R@1", "I→T R@1"
-    );
+    print!("{:<8}{:<18}", "lang", "model");
+    for (_, title) in COLUMNS {
+        print!("{title:>11}");
+    }
+    println!();
     let mut languages: Vec<&str> = Vec::new();
     for row in &results.rows {
         if !languages.contains(&row.language.as_str()) {
@@ -327,28 +419,36 @@ fn print_results(results: &Results, task: &Task) {
             ("student", "stage1"),
             ("student", "stage2"),
         ] {
-            let value = |task: &str| {
-                results
-                    .rows
-                    .iter()
-                    .find(|r| {
-                        r.language == language
-                            && r.model == model
-                            && r.stage == stage
-                            && r.task == task
-                    })
-                    .map_or("-".to_owned(), |r| format!("{:.3}", r.value))
-            };
+            let values: Vec<Option<f64>> = COLUMNS
+                .iter()
+                .map(|(task, _)| {
+                    results
+                        .rows
+                        .iter()
+                        .find(|r| {
+                            r.language == language
+                                && r.model == model
+                                && r.stage == stage
+                                && r.task == *task
+                        })
+                        .map(|r| r.value)
+                })
+                .collect();
+            if values.iter().all(Option::is_none) {
+                continue;
+            }
             let name = match stage {
                 "teacher" => "teacher".to_owned(),
                 s => format!("student {s}"),
             };
-            println!(
-                "{language:<6}{name:<18}{:>15}{:>10}{:>10}",
-                value("zero_shot_acc"),
-                value("t2i_r1"),
-                value("i2t_r1")
-            );
+            print!("{language:<8}{name:<18}");
+            for value in values {
+                print!(
+                    "{:>11}",
+                    value.map_or("-".to_owned(), |v| format!("{v:.3}"))
+                );
+            }
+            println!();
         }
     }
     println!("chance: {}", results.chance);
@@ -360,7 +460,9 @@ fn print_results(results: &Results, task: &Task) {
 
 fn distill_command(args: DistillArgs) -> anyhow::Result<()> {
     let device = args.common.backend.device()?;
-    let task = args.data.open(args.common.seed)?;
+    let mut files = args.data.manifests();
+    files.english = args.train_file.clone();
+    let task = args.data.open(args.common.seed, files)?;
     let out = args
         .common
         .run_dir(args.resume.as_deref(), "runs/altclip-stage1")?;
@@ -415,6 +517,12 @@ fn distill_command(args: DistillArgs) -> anyhow::Result<()> {
         args.common.seed,
         &device,
     )?;
+    let results = Results {
+        rows: Vec::new(),
+        chance: serde_json::json!({}),
+        held_out_mse: Some(stage1.mse),
+    };
+    results.write(&out.join("results.json"))?;
     println!(
         "held-out MSE {:.4} → {:.4}; checkpoint {}",
         stage1.mse.before,
@@ -426,7 +534,9 @@ fn distill_command(args: DistillArgs) -> anyhow::Result<()> {
 
 fn contrastive_command(args: ContrastiveArgs) -> anyhow::Result<()> {
     let device = args.common.backend.device()?;
-    let task = args.data.open(args.common.seed)?;
+    let mut files = args.data.manifests();
+    files.contrastive = args.train_file.clone();
+    let task = args.data.open(args.common.seed, files)?;
     let out = args
         .common
         .run_dir(args.resume.as_deref(), "runs/altclip-stage2")?;
@@ -475,7 +585,10 @@ fn contrastive_command(args: ContrastiveArgs) -> anyhow::Result<()> {
 
 fn eval_command(args: EvalArgs) -> anyhow::Result<()> {
     let device = args.common.backend.device()?;
-    let task = args.data.open(args.common.seed)?;
+    let mut files = args.data.manifests();
+    files.retrieval = args.retrieval.clone();
+    files.classes = args.classes.clone();
+    let task = args.data.open(args.common.seed, files)?;
     let out = args.common.out_dir("runs/altclip-eval")?;
     if args.teacher.is_none() && args.student.is_none() {
         bail!("give --teacher and/or --student");

@@ -1,6 +1,7 @@
 //! The subcommands chained on HF directories: `distill` from an HF CLIP
 //! teacher and an HF XLM-R student (the committed tiny parity fixtures,
-//! with tokenizers trained here), then `contrastive`, `eval` and `export`.
+//! with tokenizers trained here) on the world, then `contrastive` and
+//! `eval` on manifests, and `export`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -106,20 +107,32 @@ fn the_stages_run_from_hf_directories_and_export() {
         .collect();
     assert!(mse[1] < mse[0], "held-out MSE {mse:?}");
 
+    // Stage 2 and the evaluation on the world's files named as manifests.
+    let file = |name: &str| format!("{world}/{name}");
     let checkpoint1 = format!("{stage1}/checkpoint.ckpt");
     run(&[
-        &["contrastive", "--student", &checkpoint1],
-        &common[..],
-        &["--epochs", "1", "--out", &stage2],
-    ]
-    .concat());
+        "contrastive",
+        "--student",
+        &checkpoint1,
+        "--train-file",
+        &format!("de={}", file("pretrain_de.json")),
+        "--train-file",
+        &format!("en={}", file("pretrain_en.json")),
+        "--epochs",
+        "1",
+        "--out",
+        &stage2,
+    ]);
     let checkpoint2 = format!("{stage2}/checkpoint.ckpt");
     let table = run(&[
-        &["eval", "--student", &checkpoint2],
-        &common[..],
-        &["--out", &path(&dir.join("eval"))],
-    ]
-    .concat());
+        "eval",
+        "--student",
+        &checkpoint2,
+        "--retrieval",
+        &format!("de={}", file("retrieval_test_de.json")),
+        "--out",
+        &path(&dir.join("eval")),
+    ]);
     assert!(table.contains("student stage2"), "{table}");
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("eval/results.json")).unwrap())
@@ -127,7 +140,7 @@ fn the_stages_run_from_hf_directories_and_export() {
     let rows = results["rows"].as_array().unwrap();
     assert!(
         rows.iter()
-            .any(|r| r["language"] == "de" && r["task"] == "zero_shot_acc")
+            .any(|r| r["language"] == "de" && r["task"] == "t2i_r10")
     );
     run(&["export", "--student", &checkpoint2, "--out", &export]);
     assert!(Path::new(&export).join("model.safetensors").is_file());

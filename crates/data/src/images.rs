@@ -157,10 +157,43 @@ pub fn eval_images(paths: &[impl AsRef<Path> + Sync], side: u32) -> Result<Image
     Ok(ImageBatch::from_images(&images, side as usize))
 }
 
+/// Decodes the images at `paths` and transforms them as CLIP evaluates
+/// ([`clip_transform`](crate::transforms::clip_transform): shorter side to
+/// `side`, centre crop), in parallel: the input of AltCLIP's towers.
+pub fn clip_images(paths: &[impl AsRef<Path> + Sync], side: u32) -> Result<ImageBatch, DataError> {
+    let images: Vec<RgbImage> = paths
+        .par_iter()
+        .map(|path| {
+            Ok(crate::transforms::clip_transform(
+                &load_rgb(path.as_ref())?,
+                side,
+            ))
+        })
+        .collect::<Result<_, DataError>>()?;
+    Ok(ImageBatch::from_images(&images, side as usize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::transforms::{CLIP_MEAN, CLIP_STD};
+
+    #[test]
+    fn clip_keeps_the_aspect_and_crops_the_centre() {
+        use crate::transforms::{clip_transform, eval_transform};
+        // Columns 0..6 of a 6×2 image, each a grey level of its own.
+        let wide = RgbImage::from_fn(6, 2, |x, _| image::Rgb([40 * x as u8; 3]));
+        let crop = clip_transform(&wide, 2);
+        assert_eq!(crop.dimensions(), (2, 2));
+        assert_eq!(
+            (crop.get_pixel(0, 0)[0], crop.get_pixel(1, 1)[0]),
+            (80, 120)
+        );
+        let tall = RgbImage::from_fn(2, 6, |_, y| image::Rgb([40 * y as u8; 3]));
+        assert_eq!(clip_transform(&tall, 2).get_pixel(0, 0)[0], 80);
+        let square = RgbImage::from_fn(8, 8, |x, y| image::Rgb([(x * 30 + y) as u8; 3]));
+        assert_eq!(clip_transform(&square, 4), eval_transform(&square, 4));
+    }
 
     #[test]
     fn a_batch_knows_its_shape_and_selects_whole_images() {

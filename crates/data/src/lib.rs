@@ -2,6 +2,7 @@
 //! tokenizers, and (with the training pipeline) manifests, image transforms
 //! and loaders.
 
+pub mod classes;
 pub mod fashion_mnist;
 pub mod grounding;
 pub mod images;
@@ -14,7 +15,7 @@ pub mod transforms;
 pub mod ve;
 pub mod world;
 
-pub use images::{ImageBatch, eval_images};
+pub use images::{ImageBatch, clip_images, eval_images};
 pub use loader::{ImageTextBatch, Loader, LoaderConfig, mix_seed};
 pub use manifest::{BadEntries, CaptionedImage, Location, RetrievalSet, Skipped};
 pub use tokenizer::{EncodedBatch, Framing, SpecialTokens, TextTokenizer};

@@ -134,6 +134,25 @@ pub fn eval_transform(image: &RgbImage, size: u32) -> RgbImage {
     resize_bicubic(image, size, size)
 }
 
+/// CLIP's evaluation transform (OpenAI `clip.load`'s preprocessing, HF
+/// `CLIPImageProcessor`): the shorter side resized to `size` (bicubic), the
+/// longer in proportion (truncated), then the centre `size × size` crop.
+/// A square image gets exactly [`eval_transform`].
+pub fn clip_transform(image: &RgbImage, size: u32) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let scaled = |long: u32, short: u32| {
+        (u64::from(long) * u64::from(size) / u64::from(short.max(1))) as u32
+    };
+    let (w2, h2) = if w <= h {
+        (size, scaled(h, w).max(size))
+    } else {
+        (scaled(w, h).max(size), size)
+    };
+    let resized = resize_bicubic(image, w2, h2);
+    let (left, top) = ((w2 - size) / 2, (h2 - size) / 2);
+    image::imageops::crop_imm(&resized, left, top, size, size).to_image()
+}
+
 /// HWC 8-bit → CHW float, scaled to [0, 1] then normalised with
 /// [`CLIP_MEAN`]/[`CLIP_STD`]; appended to `out`.
 pub fn to_normalized_chw(image: &RgbImage, out: &mut Vec<f32>) {

@@ -136,6 +136,25 @@ pub fn read_yaml(path: &Path) -> Result<serde_json::Value, TrainError> {
     })
 }
 
+/// `over` laid over `base`: maps merge key by key (recursively), any other
+/// value replaces the base's. A partial section then keeps the base's
+/// other fields.
+pub fn overlay(base: &mut serde_json::Value, over: serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(slot) => overlay(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over,
+    }
+}
+
 /// Deserialises `value`, read from `path`, into a config `T` after checking
 /// that every key is one of `schema`'s (see [`unknown_keys`]).
 pub fn from_value_strict<T: DeserializeOwned, S: Serialize>(

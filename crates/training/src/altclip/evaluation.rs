@@ -1,5 +1,6 @@
-//! AltCLIP's evaluation table: zero-shot classification and retrieval R@1
-//! of the teacher and the student in every language, as `results.json`.
+//! AltCLIP's evaluation table: zero-shot classification (top-1, top-5) and
+//! retrieval (R@1, 5, 10 both ways) of the teacher and the student in every
+//! language, as `results.json`.
 
 use std::path::Path;
 
@@ -13,7 +14,7 @@ use crate::altclip::pipeline::HeldOutMse;
 use crate::altclip::recipe::AltClipRecipe;
 use crate::eval::dual_encoder::{
     DualEncoder, class_embeddings, dual_encoder_retrieval, embed_images, embed_texts,
-    zero_shot_accuracy,
+    zero_shot_top_k,
 };
 
 /// One number of the results table.
@@ -25,13 +26,15 @@ pub struct Row {
     pub stage: &'static str,
     /// Language code.
     pub language: String,
-    /// `zero_shot_acc`, `t2i_r1`, `i2t_r1`.
+    /// `zero_shot_acc`, `zero_shot_top5`, `t2i_r1`, `t2i_r5`, `t2i_r10`,
+    /// `i2t_r1`, `i2t_r5`, `i2t_r10`.
     pub task: &'static str,
     /// A fraction.
     pub value: f64,
 }
 
-/// Zero-shot accuracy and retrieval R@1 of `model` in every language.
+/// Zero-shot top-1 and top-5 accuracy and retrieval R@1/5/10 of `model`
+/// in every language the evaluation set has.
 pub fn evaluate(
     model: &impl DualEncoder,
     tokenizer: &TextTokenizer,
@@ -40,11 +43,15 @@ pub fn evaluate(
     (who, stage): (&'static str, &'static str),
     device: &Device,
 ) -> Result<Vec<Row>, TrainError> {
-    let zero_shot_images = embed_images(model, &eval.zero_shot_images, device);
-    let retrieval_images = eval
-        .retrieval_images
+    let zero_shot = eval
+        .zero_shot
         .as_ref()
-        .map(|images| embed_images(model, images, device));
+        .map(|set| (embed_images(model, &set.images, device), &set.labels));
+    let retrieval_images: Vec<Vec<f32>> = eval
+        .retrieval_images
+        .iter()
+        .map(|images| embed_images(model, images, device))
+        .collect();
     let mut rows = Vec::new();
     for language in &eval.languages {
         let mut row = |task, value| {
@@ -56,22 +63,30 @@ pub fn evaluate(
                 value,
             })
         };
-        let classes = class_embeddings(
-            model,
-            tokenizer,
-            &language.class_prompts,
-            recipe.max_tokens,
-            device,
-        )?;
-        row(
-            "zero_shot_acc",
-            zero_shot_accuracy(&zero_shot_images, &eval.zero_shot_labels, &classes),
-        );
-        if let (Some(set), Some(images)) = (&language.retrieval, &retrieval_images) {
+        if let (Some(prompts), Some((images, labels))) = (&language.class_prompts, &zero_shot) {
+            let classes = class_embeddings(model, tokenizer, prompts, recipe.max_tokens, device)?;
+            row(
+                "zero_shot_acc",
+                zero_shot_top_k(images, labels, &classes, 1),
+            );
+            row(
+                "zero_shot_top5",
+                zero_shot_top_k(images, labels, &classes, 5),
+            );
+        }
+        if let Some((index, set)) = &language.retrieval {
             let texts = embed_texts(model, tokenizer, &set.texts, recipe.max_tokens, device)?;
-            let metrics = dual_encoder_retrieval(images, &texts, set);
-            row("t2i_r1", metrics.img_r1 / 100.0);
-            row("i2t_r1", metrics.txt_r1 / 100.0);
+            let metrics = dual_encoder_retrieval(&retrieval_images[*index], &texts, set);
+            for (task, value) in [
+                ("t2i_r1", metrics.img_r1),
+                ("t2i_r5", metrics.img_r5),
+                ("t2i_r10", metrics.img_r10),
+                ("i2t_r1", metrics.txt_r1),
+                ("i2t_r5", metrics.txt_r5),
+                ("i2t_r10", metrics.txt_r10),
+            ] {
+                row(task, value / 100.0);
+            }
         }
     }
     Ok(rows)

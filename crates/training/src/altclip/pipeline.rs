@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use burn::tensor::Device;
 use serde::Serialize;
-use vl_data::{BadEntries, Framing, Loader, LoaderConfig, TextTokenizer};
+use vl_data::{Framing, Loader, LoaderConfig, TextTokenizer};
 use vl_models::altclip::AltClipTextModel;
 use vl_models::{AltClipModel, ClipModel};
 
@@ -136,7 +136,7 @@ pub fn train_teacher(
             max_tokens: recipe.max_tokens,
             seed,
             prefetch: 2,
-            bad: BadEntries::Fail,
+            bad: task.bad_entries(),
             similar_fraction: 0.0,
         },
     )?;

@@ -12,7 +12,7 @@ use vl_models::clip::{ClipTextConfig, ClipVisionConfig};
 use vl_models::{AltClipConfig, AltClipModel, BertConfig, ClipConfig, ClipModel};
 
 use crate::TrainError;
-use crate::config::{Checks, check_augment, from_value_strict, read_yaml};
+use crate::config::{Checks, check_augment, from_value_strict, overlay, read_yaml};
 use crate::runner::optimizer::OptimizerConfig;
 use crate::runner::schedule::ScheduleConfig;
 
@@ -195,11 +195,17 @@ impl AltClipRecipe {
             .min(student);
     }
 
-    /// Reads a recipe from YAML (or JSON) strictly: missing keys take the
-    /// `tiny` values, an unknown key is an error naming it and the closest
+    /// Reads a recipe from YAML (or JSON) strictly: missing keys, also
+    /// within a section, take the `tiny` values, an unknown key is an error naming it and the closest
     /// known one; the values are then checked ([`AltClipRecipe::validate`]).
     pub fn from_yaml_file(path: &Path) -> Result<Self, TrainError> {
-        let value = read_yaml(path)?;
+        // Laid over `tiny`, so that a partial section (`student:
+        // {num_hidden_layers: 1}`) keeps tiny's other fields.
+        let mut value = serde_json::to_value(Self::tiny()).map_err(|source| TrainError::Json {
+            path: path.to_owned(),
+            source,
+        })?;
+        overlay(&mut value, read_yaml(path)?);
         let recipe: Self = from_value_strict(
             path,
             value,
@@ -208,7 +214,7 @@ impl AltClipRecipe {
                 "teacher",
                 "teacher.text_config",
                 "teacher.vision_config",
-                "student.roberta",
+                "student",
             ],
         )?;
         recipe.validate().map_err(|e| e.in_file(path))?;

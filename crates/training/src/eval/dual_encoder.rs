@@ -122,6 +122,38 @@ pub fn zero_shot_accuracy(
     correct as f64 / labels.len().max(1) as f64
 }
 
+/// The fraction of images whose class is among the `k` classes nearest
+/// to them.
+pub fn zero_shot_top_k(
+    image_embeds: &[f32],
+    labels: &[usize],
+    class_embeds: &[Vec<f32>],
+    k: usize,
+) -> f64 {
+    let dim = class_embeds.first().map_or(1, Vec::len);
+    let correct = labels
+        .iter()
+        .enumerate()
+        .filter(|&(i, &label)| {
+            let image = row(image_embeds, dim, i);
+            let own = dot(image, &class_embeds[label]);
+            // The true class's rank; a tie goes to the lower index, as an
+            // argmax that takes the first maximum (all-equal scores, e.g. a
+            // vocabulary that knows none of the prompts' words, are not a hit).
+            let rank = class_embeds
+                .iter()
+                .enumerate()
+                .filter(|&(c, embed)| {
+                    let score = dot(image, embed);
+                    score > own || (score == own && c < label)
+                })
+                .count();
+            rank < k
+        })
+        .count();
+    correct as f64 / labels.len().max(1) as f64
+}
+
 /// One prompt ensemble per class: the mean of the prompts' unit
 /// embeddings, renormalised.
 pub fn class_embeddings(

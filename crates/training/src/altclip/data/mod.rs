@@ -1,25 +1,27 @@
-//! The data of an AltCLIP run: the synthetic world or Fashion-MNIST, as
-//! teacher captions, stage-1 parallel pairs, stage-2 multilingual captions
-//! and the evaluation sets.
+//! The data of an AltCLIP run: the user's manifests, or the synthetic
+//! world or Fashion-MNIST written as manifests, read as teacher captions,
+//! stage-1 parallel pairs, stage-2 multilingual captions and the
+//! evaluation sets.
+
+mod eval;
+mod manifests;
+
+pub use eval::{EvalLanguage, EvalSet, ZeroShotSet};
+pub use manifests::{ManifestData, language_file};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use image::RgbImage;
 use rayon::prelude::*;
 use vl_data::fashion_mnist::{self, FashionMnist, Split};
 use vl_data::manifest::read_captioned_images;
 use vl_data::parallel::{gettext_pairs, read_parallel_tsv};
-use vl_data::transforms::{eval_transform, pre_caption};
-use vl_data::world::{
-    Language, WorldConfig, class_prompts, existing_world, files, render_scene, write_world,
-    zero_shot_classes, zero_shot_scenes,
-};
-use vl_data::{BadEntries, CaptionedImage, ImageBatch, RetrievalSet, eval_images};
+use vl_data::transforms::pre_caption;
+use vl_data::world::{Language, WorldConfig, existing_world, files, write_world};
+use vl_data::{BadEntries, CaptionedImage, ImageBatch, clip_images};
 
 use crate::TrainError;
 use crate::altclip::recipe::AltClipRecipe;
-use crate::eval::retrieval::RetrievalMetrics;
 
 /// Where a run's data comes from.
 #[derive(Debug, Clone)]
@@ -32,16 +34,6 @@ pub struct DataSource {
     pub cache: PathBuf,
     /// The student's languages besides English.
     pub languages: Vec<Language>,
-}
-
-/// A language of the evaluation, as it appears in the table.
-pub struct EvalLanguage {
-    /// ISO code.
-    pub code: String,
-    /// Prompts of each class (zero-shot).
-    pub class_prompts: Vec<Vec<String>>,
-    /// Retrieval set in this language, if the task has one.
-    pub retrieval: Option<RetrievalSet>,
 }
 
 /// The world's languages named by `codes`.
@@ -94,6 +86,8 @@ pub enum Task {
         /// English first, then the student's other languages.
         languages: Vec<Language>,
     },
+    /// The user's own files.
+    Manifests(ManifestData),
 }
 
 impl Task {
@@ -154,33 +148,46 @@ impl Task {
         match self {
             Task::World { .. } => "world",
             Task::Fashion { .. } => "fashion-mnist",
+            Task::Manifests(_) => "manifests",
         }
     }
 
-    fn dir(&self) -> &Path {
+    /// What to do with unusable entries and images.
+    pub fn bad_entries(&self) -> BadEntries {
         match self {
-            Task::World { dir, .. } | Task::Fashion { dir, .. } => dir,
+            Task::Manifests(data) => data.bad,
+            _ => BadEntries::Fail,
         }
     }
 
-    fn languages(&self) -> &[Language] {
+    /// The caption manifests of the training images, per language code:
+    /// the world's and Fashion-MNIST's `pretrain_{lang}.json`, or the user's
+    /// stage-2 manifests.
+    fn caption_files(&self) -> Vec<(String, PathBuf)> {
         match self {
-            Task::World { languages, .. } | Task::Fashion { languages, .. } => languages,
+            Task::World { dir, languages, .. } | Task::Fashion { dir, languages } => languages
+                .iter()
+                .map(|l| (l.code().to_owned(), dir.join(files::pretrain(*l))))
+                .collect(),
+            Task::Manifests(data) => data.contrastive.clone(),
         }
     }
 
-    fn manifest(
-        &self,
-        name: &str,
-        recipe: &AltClipRecipe,
-    ) -> Result<Vec<CaptionedImage>, TrainError> {
-        let path = self.dir().join(name);
-        Ok(read_captioned_images(&path, None, recipe.max_words, BadEntries::Fail)?.0)
+    fn read(&self, path: &Path, recipe: &AltClipRecipe) -> Result<Vec<CaptionedImage>, TrainError> {
+        match self {
+            Task::Manifests(data) => data.read(path, recipe.max_words),
+            _ => Ok(read_captioned_images(path, None, recipe.max_words, BadEntries::Fail)?.0),
+        }
     }
 
     /// The teacher's training images with their English captions.
     pub fn teacher_items(&self, recipe: &AltClipRecipe) -> Result<Vec<CaptionedImage>, TrainError> {
-        self.manifest(&files::pretrain(Language::En), recipe)
+        match self {
+            Task::Manifests(data) => data.teacher_items(recipe.max_words),
+            Task::World { dir, .. } | Task::Fashion { dir, .. } => {
+                self.read(&dir.join(files::pretrain(Language::En)), recipe)
+            }
+        }
     }
 
     /// Stage 2's training images and each image's captions in every
@@ -192,8 +199,14 @@ impl Task {
         let mut captions: Vec<Vec<String>> = Vec::new();
         let mut images: Vec<PathBuf> = Vec::new();
         let mut index: HashMap<PathBuf, usize> = HashMap::new();
-        for language in self.languages() {
-            for item in self.manifest(&files::pretrain(*language), recipe)? {
+        let files = self.caption_files();
+        if files.is_empty() {
+            return Err(TrainError::BadInput(
+                "no captioned images for stage 2: give --train-file LANG=FILE".into(),
+            ));
+        }
+        for (_, path) in &files {
+            for item in self.read(path, recipe)? {
                 let i = *index.entry(item.image.clone()).or_insert_with(|| {
                     images.push(item.image.clone());
                     captions.push(Vec::new());
@@ -202,7 +215,7 @@ impl Task {
                 captions[i].extend(item.captions);
             }
         }
-        let images = eval_images(&images, recipe.teacher.vision_config.image_size as u32)?;
+        let images = clip_images(&images, recipe.teacher.vision_config.image_size as u32)?;
         Ok((images, captions))
     }
 }
@@ -290,15 +303,16 @@ impl PairSet {
             train: Vec::new(),
             held_out: Vec::new(),
         };
-        let targets: Vec<Language> = task
-            .languages()
-            .iter()
-            .copied()
-            .filter(|l| *l != Language::En)
-            .collect();
+        let targets = |languages: &[Language]| -> Vec<Language> {
+            languages
+                .iter()
+                .copied()
+                .filter(|l| *l != Language::En)
+                .collect()
+        };
         match task {
-            Task::World { dir, .. } => {
-                for l in &targets {
+            Task::World { dir, languages, .. } => {
+                for l in &targets(languages) {
                     let path = dir.join(files::parallel(*l));
                     for pair in read_parallel_tsv(&path)? {
                         set.train.push((clean(&pair.source), clean(&pair.target)));
@@ -316,8 +330,8 @@ impl PairSet {
                     }
                 }
             }
-            Task::Fashion { .. } => {
-                for l in &targets {
+            Task::Fashion { languages, .. } => {
+                for l in &targets(languages) {
                     for label in 0..fashion_mnist::CLASSES.len() {
                         for t in 0..fashion_mnist::TEMPLATES {
                             set.train.push((
@@ -328,6 +342,7 @@ impl PairSet {
                     }
                 }
             }
+            Task::Manifests(_) => {}
         }
         let mut held_out_split = |pairs: Vec<(String, String)>| {
             for (i, pair) in pairs.into_iter().enumerate() {
@@ -363,12 +378,20 @@ impl PairSet {
                     .collect(),
             );
         }
+        if let Task::Manifests(data) = task {
+            held_out_split(data.english_pairs(60)?);
+        }
+        if set.train.is_empty() {
+            return Err(TrainError::BadInput(
+                "no text for stage 1: give parallel TSVs (--parallel), English manifests (--train-file) or --gettext".into(),
+            ));
+        }
         // English–English pairs: the student also reads English like the teacher.
         for split in [&mut set.train, &mut set.held_out] {
             let mut seen = std::collections::HashSet::new();
             let english: Vec<String> = split
                 .iter()
-                .filter(|(s, _)| seen.insert(s.clone()))
+                .filter(|(s, t)| s != t && seen.insert(s.clone()))
                 .map(|(s, _)| s.clone())
                 .collect();
             split.extend(english.into_iter().map(|s| (s.clone(), s)));
@@ -384,123 +407,5 @@ impl PairSet {
     /// Every training text, both sides (the student tokenizer's corpus).
     pub fn corpus(&self) -> impl Iterator<Item = &String> + Send {
         self.train.iter().flat_map(|(s, t)| [s, t])
-    }
-}
-
-/// Held-out evaluation data: zero-shot images with labels, retrieval
-/// images, and the per-language prompts and captions.
-pub struct EvalSet {
-    /// The zero-shot images.
-    pub zero_shot_images: ImageBatch,
-    /// Their classes.
-    pub zero_shot_labels: Vec<usize>,
-    /// The retrieval images (the same in every language).
-    pub retrieval_images: Option<ImageBatch>,
-    /// Per language.
-    pub languages: Vec<EvalLanguage>,
-    classes: usize,
-}
-
-impl EvalSet {
-    /// The task's held-out evaluation data at the recipe's resolution.
-    pub fn new(task: &Task, recipe: &AltClipRecipe) -> Result<Self, TrainError> {
-        let size = recipe.teacher.vision_config.image_size as u32;
-        let clean = |s: &str| pre_caption(s, recipe.max_words);
-        match task {
-            Task::World {
-                dir,
-                config,
-                languages,
-            } => {
-                let scenes = zero_shot_scenes(config, ZERO_SHOT_PER_CLASS);
-                let images: Vec<RgbImage> = scenes
-                    .par_iter()
-                    .map(|(scene, _)| eval_transform(&render_scene(scene, config.image_size), size))
-                    .collect();
-                let classes = zero_shot_classes();
-                let mut retrieval_images = None;
-                let mut langs = Vec::new();
-                for &l in languages {
-                    let path = dir.join(files::retrieval("test", l));
-                    let items =
-                        read_captioned_images(&path, None, recipe.max_words, BadEntries::Fail)?.0;
-                    let set = RetrievalSet::new(&items);
-                    if retrieval_images.is_none() {
-                        retrieval_images = Some(eval_images(&set.images, size)?);
-                    }
-                    langs.push(EvalLanguage {
-                        code: l.code().to_owned(),
-                        class_prompts: classes
-                            .iter()
-                            .map(|&(c, s)| {
-                                class_prompts(l, c, s).iter().map(|p| clean(p)).collect()
-                            })
-                            .collect(),
-                        retrieval: Some(set),
-                    });
-                }
-                Ok(Self {
-                    zero_shot_images: ImageBatch::from_images(&images, size as usize),
-                    zero_shot_labels: scenes.iter().map(|(_, label)| *label).collect(),
-                    retrieval_images,
-                    languages: langs,
-                    classes: classes.len(),
-                })
-            }
-            Task::Fashion { dir, languages } => {
-                let path = dir.join("test.json");
-                let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-                let entries: Vec<serde_json::Value> =
-                    serde_json::from_str(&text).map_err(|source| TrainError::Json {
-                        path: path.clone(),
-                        source,
-                    })?;
-                let paths: Vec<PathBuf> = entries
-                    .iter()
-                    .map(|e| dir.join(e["image"].as_str().unwrap_or_default()))
-                    .collect();
-                let labels = entries
-                    .iter()
-                    .map(|e| e["label"].as_u64().map(|l| l as usize))
-                    .collect::<Option<Vec<usize>>>()
-                    .ok_or_else(|| {
-                        TrainError::BadInput(format!(
-                            "{}: an entry without a label",
-                            path.display()
-                        ))
-                    })?;
-                Ok(Self {
-                    zero_shot_images: eval_images(&paths, size)?,
-                    zero_shot_labels: labels,
-                    retrieval_images: None,
-                    languages: languages
-                        .iter()
-                        .map(|&l| EvalLanguage {
-                            code: l.code().to_owned(),
-                            class_prompts: (0..fashion_mnist::CLASSES.len())
-                                .map(|label| {
-                                    (0..fashion_mnist::TEMPLATES)
-                                        .map(|t| clean(&fashion_mnist::caption(l, label, t)))
-                                        .collect()
-                                })
-                                .collect(),
-                            retrieval: None,
-                        })
-                        .collect(),
-                    classes: fashion_mnist::CLASSES.len(),
-                })
-            }
-        }
-    }
-
-    /// Chance level of each task, as fractions.
-    pub fn chance(&self) -> serde_json::Value {
-        let mut chance = serde_json::json!({ "zero_shot_acc": 1.0 / self.classes as f64 });
-        if let Some(set) = self.languages.first().and_then(|l| l.retrieval.as_ref()) {
-            let metrics = RetrievalMetrics::chance(set);
-            chance["t2i_r1"] = (metrics.img_r1 / 100.0).into();
-            chance["i2t_r1"] = (metrics.txt_r1 / 100.0).into();
-        }
-        chance
     }
 }
