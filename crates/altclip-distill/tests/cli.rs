@@ -3,8 +3,10 @@
 //! with tokenizers trained here) on the world, then `contrastive` and
 //! `eval` on manifests, and `export`.
 
+mod common;
+
+use common::run;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use vl_data::manifest::read_captioned_images;
 use vl_data::world::{Language, WorldConfig, write_world};
@@ -23,20 +25,6 @@ fn hf_dir(fixture: &str, tokenizer: &TextTokenizer, dir: &Path) -> PathBuf {
     }
     tokenizer.save(&out.join("tokenizer.json")).unwrap();
     out
-}
-
-fn run(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_altclip-distill"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "altclip-distill {args:?} failed:\n{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text
 }
 
 #[test]

@@ -5,28 +5,16 @@
 //! rendered by the world generator, but no command is told of a world: each
 //! reads manifests whose image paths start at `--image-root`.
 
+mod common;
+
+use common::run;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use vl_data::transforms::pre_caption;
 use vl_data::world::{
     Language, WorldConfig, class_prompts, render_scene, write_world, zero_shot_classes,
     zero_shot_scenes,
 };
-
-fn run(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_altclip-distill"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "altclip-distill {args:?} failed:\n{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text
-}
 
 /// The world's `name` rewritten into `dir` as a plain manifest: the same
 /// entries, image paths relative to the image root.

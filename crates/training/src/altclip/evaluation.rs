@@ -16,6 +16,7 @@ use crate::eval::dual_encoder::{
     DualEncoder, class_embeddings, dual_encoder_retrieval, embed_images, embed_texts,
     zero_shot_top_k,
 };
+use crate::eval::retrieval::RetrievalMetrics;
 
 /// One number of the results table.
 #[derive(Debug, Clone, Serialize)]
@@ -77,19 +78,25 @@ pub fn evaluate(
         if let Some((index, set)) = &language.retrieval {
             let texts = embed_texts(model, tokenizer, &set.texts, recipe.max_tokens, device)?;
             let metrics = dual_encoder_retrieval(&retrieval_images[*index], &texts, set);
-            for (task, value) in [
-                ("t2i_r1", metrics.img_r1),
-                ("t2i_r5", metrics.img_r5),
-                ("t2i_r10", metrics.img_r10),
-                ("i2t_r1", metrics.txt_r1),
-                ("i2t_r5", metrics.txt_r5),
-                ("i2t_r10", metrics.txt_r10),
-            ] {
-                row(task, value / 100.0);
+            for (task, fraction) in recall_rows(&metrics) {
+                row(task, fraction);
             }
         }
     }
     Ok(rows)
+}
+
+/// A retrieval evaluation as the table's tasks, in fractions.
+pub(crate) fn recall_rows(metrics: &RetrievalMetrics) -> [(&'static str, f64); 6] {
+    [
+        ("t2i_r1", metrics.img_r1),
+        ("t2i_r5", metrics.img_r5),
+        ("t2i_r10", metrics.img_r10),
+        ("i2t_r1", metrics.txt_r1),
+        ("i2t_r5", metrics.txt_r5),
+        ("i2t_r10", metrics.txt_r10),
+    ]
+    .map(|(task, percent)| (task, percent / 100.0))
 }
 
 /// `results.json`: the table's rows, chance, and stage 1's held-out MSE.

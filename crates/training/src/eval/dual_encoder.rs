@@ -105,21 +105,7 @@ pub fn zero_shot_accuracy(
     labels: &[usize],
     class_embeds: &[Vec<f32>],
 ) -> f64 {
-    let dim = class_embeds.first().map_or(1, Vec::len);
-    let correct = labels
-        .iter()
-        .enumerate()
-        .filter(|&(i, &label)| {
-            let image = row(image_embeds, dim, i);
-            let best = (0..class_embeds.len())
-                .max_by(|&a, &b| {
-                    dot(image, &class_embeds[a]).total_cmp(&dot(image, &class_embeds[b]))
-                })
-                .expect("at least one class");
-            best == label
-        })
-        .count();
-    correct as f64 / labels.len().max(1) as f64
+    zero_shot_top_k(image_embeds, labels, class_embeds, 1)
 }
 
 /// The fraction of images whose class is among the `k` classes nearest

@@ -14,6 +14,7 @@ use vl_data::{BadEntries, ImageBatch, RetrievalSet, clip_images};
 
 use super::{ManifestData, Task, ZERO_SHOT_PER_CLASS, io};
 use crate::TrainError;
+use crate::altclip::evaluation::recall_rows;
 use crate::altclip::recipe::AltClipRecipe;
 use crate::eval::retrieval::RetrievalMetrics;
 
@@ -214,16 +215,8 @@ impl EvalSet {
         }
         let first = self.languages.iter().find_map(|l| l.retrieval.as_ref());
         if let Some((_, set)) = first {
-            let metrics = RetrievalMetrics::chance(set);
-            for (task, value) in [
-                ("t2i_r1", metrics.img_r1),
-                ("t2i_r5", metrics.img_r5),
-                ("t2i_r10", metrics.img_r10),
-                ("i2t_r1", metrics.txt_r1),
-                ("i2t_r5", metrics.txt_r5),
-                ("i2t_r10", metrics.txt_r10),
-            ] {
-                chance[task] = (value / 100.0).into();
+            for (task, fraction) in recall_rows(&RetrievalMetrics::chance(set)) {
+                chance[task] = fraction.into();
             }
         }
         chance
