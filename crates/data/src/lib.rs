@@ -5,6 +5,7 @@
 pub mod classes;
 pub mod fashion_mnist;
 pub mod grounding;
+pub mod image_files;
 pub mod images;
 pub mod loader;
 pub mod manifest;
