@@ -95,6 +95,7 @@ pub(crate) fn eval_command(args: EvalArgs) -> anyhow::Result<()> {
     };
     results.write(&out.join("results.json"))?;
     print_results(&results, &task);
+    crate::report_skips(&task);
     Ok(())
 }
 

@@ -129,6 +129,7 @@ impl DataArgs {
                 true => BadEntries::Skip,
                 false => BadEntries::Fail,
             },
+            skipped: Default::default(),
         }
     }
 
@@ -287,6 +288,14 @@ fn run() -> anyhow::Result<()> {
 
 /// The default run: world → teacher (cached) → stage 1 → stage 2, with the
 /// per-language table after each.
+/// The total of `--skip-bad`'s skips, each already named as it happened.
+pub(crate) fn report_skips(task: &Task) {
+    let skipped = task.skipped();
+    if skipped > 0 {
+        log::warn!("{skipped} unusable entries skipped in all (each named above)");
+    }
+}
+
 fn quick(args: QuickArgs) -> anyhow::Result<()> {
     let common = &args.common;
     let task = args.data.open(common.seed, args.data.manifests())?;
@@ -307,6 +316,7 @@ fn quick(args: QuickArgs) -> anyhow::Result<()> {
     println!("stage 1:  {}", run.stage1.display());
     println!("stage 2:  {}", run.stage2.display());
     println!("results:  {}", out.join("results.json").display());
+    report_skips(&task);
     Ok(())
 }
 
@@ -360,6 +370,7 @@ fn teacher_command(args: TeacherArgs) -> anyhow::Result<()> {
         results.write(&out.join("results.json"))?;
         evaluation::print_results(&results, &task);
     }
+    report_skips(&task);
     Ok(())
 }
 
@@ -434,6 +445,7 @@ fn distill_command(args: DistillArgs) -> anyhow::Result<()> {
         stage1.mse.after,
         out.join("checkpoint.ckpt").display()
     );
+    report_skips(&task);
     Ok(())
 }
 
@@ -485,5 +497,6 @@ fn contrastive_command(args: ContrastiveArgs) -> anyhow::Result<()> {
         &device,
     )?;
     println!("checkpoint {}", out.join("checkpoint.ckpt").display());
+    report_skips(&task);
     Ok(())
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor};
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::bpe::BpeTrainerBuilder;
 use tokenizers::models::unigram::{Unigram, UnigramTrainerBuilder};
@@ -11,6 +12,8 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::{BertNormalizer, NFKC};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
@@ -159,7 +162,8 @@ impl TextTokenizer {
     }
 
     /// Trains an XLM-R-style multilingual Unigram tokenizer (NFKC, the
-    /// SentencePiece `▁` word boundary, no lower-casing; ids `<s>`=0
+    /// SentencePiece `▁` word boundary, each Han character a word of its
+    /// own, no lower-casing; ids `<s>`=0
     /// `<pad>`=1 `</s>`=2 `<unk>`=3 as XLM-R, `<mask>` next) on `texts`.
     /// A text is framed as `<s> tokens </s>`, as XLM-R's.
     pub fn train_unigram<I, S>(texts: I, vocab_size: usize) -> Result<Self, DataError>
@@ -171,7 +175,20 @@ impl TextTokenizer {
         tokenizer
             .with_normalizer(Some(NFKC))
             .map_err(training_error)?;
-        tokenizer.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::Always, true)));
+        // Han characters one per word, as multilingual BERT's tokenizer
+        // splits them: written without spaces, a whole
+        // clause would be one word, and at a small vocabulary its pieces
+        // crowd out every other language's words.
+        let han = Split::new(
+            SplitPattern::Regex(r"\p{Han}".into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(training_error)?;
+        tokenizer.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![
+            Metaspace::new('▁', PrependScheme::Always, true).into(),
+            han.into(),
+        ])));
         tokenizer.with_decoder(Some(Metaspace::new('▁', PrependScheme::Always, true)));
         let mut trainer = DeterministicTrainer::new(Method::Unigram {
             trainer: UnigramTrainerBuilder::default()
@@ -452,6 +469,36 @@ mod tests {
             assert!(row(r)[1..used - 1].iter().all(|&i| i > 4), "{:?}", row(r));
             assert!(row(r)[used..].iter().all(|&i| i == 1), "pads with <pad>");
         }
+    }
+
+    /// Frequent words that are no other word's prefix (`large`, `circle`)
+    /// become whole pieces, as SentencePiece makes them; Chinese is split
+    /// into characters, so its clauses leave room for the other languages.
+    #[test]
+    fn a_trained_unigram_keeps_frequent_words_whole() {
+        let texts = [
+            "there is a large red circle at the top",
+            "a small blue square at the bottom left",
+            "图中有一个大的红色圆形",
+            "左下角有一个小的蓝色正方形",
+        ];
+        let tokenizer = TextTokenizer::train_unigram(texts.iter().cycle().take(400), 8000).unwrap();
+        let pieces = |text: &str| -> Vec<String> {
+            tokenizer
+                .inner()
+                .encode(text, false)
+                .unwrap()
+                .get_tokens()
+                .to_vec()
+        };
+        assert_eq!(
+            pieces("there is a large red circle"),
+            ["▁there", "▁is", "▁a", "▁large", "▁red", "▁circle"]
+        );
+        assert_eq!(
+            pieces("一个红色圆形"),
+            ["▁", "一", "个", "红", "色", "圆", "形"]
+        );
     }
 }
 

@@ -12,12 +12,13 @@
 //! one thread (its parallel reduction adds floats in an order that work
 //! stealing decides); pieces of equal score are then ordered by their text.
 //!
-//! One case stays outside this: when the Unigram trainer's pruning drops a
-//! character that occurs in the texts, it adds the character back with the
-//! lowest score plus a small step, stepping through such characters in a
-//! random order. Their scores, nearly equal and last, then change between
-//! runs; a run is reproduced by its saved `tokenizer.json`, which every
-//! run directory keeps.
+//! The Unigram trainer also gets each word a second time, so that whole
+//! words can become pieces ([`seed_copies`]).
+//!
+//! When the Unigram trainer's pruning drops a character that occurs in
+//! the texts, it adds the character back with the lowest score plus 1e-4
+//! per character so added, stepping through them in hash order; those
+//! scores are handed out again in the order of the characters' text.
 
 use std::collections::BTreeMap;
 
@@ -92,11 +93,7 @@ impl Trainer for DeterministicTrainer {
                 Ok(special)
             }
             Method::Unigram { trainer, unk } => {
-                let sentences = self
-                    .words
-                    .iter()
-                    .map(|(word, &count)| (word.clone(), u32::try_from(count).unwrap_or(u32::MAX)))
-                    .collect();
+                let sentences = seed_copies(&self.words);
                 let mut unigram = Unigram::default();
                 let parallel = get_parallelism();
                 set_parallelism(false);
@@ -138,6 +135,28 @@ impl Trainer for DeterministicTrainer {
     }
 }
 
+/// The words as the Unigram trainer's sentences, each followed by a
+/// copy of itself with `▁` appended and count 0.
+///
+/// The trainer seeds its pieces with the substrings that branch in the
+/// suffix tree of its *distinct* words, each closed by a boundary, so a
+/// word that is no other word's prefix (`▁large`, always followed by the
+/// boundary) is never a seed: it is spelled out in pieces however often it
+/// occurs. SentencePiece seeds from whole sentences, where a word is
+/// followed by many others, before it splits them into words (its
+/// word-count input has this flaw: google/sentencepiece#967). The copy
+/// makes every word end in two ways, so each word becomes a seed; with
+/// count 0 the copies add nothing to the EM's counts, and a piece ending
+/// in `▁` is never used, since the pre-tokeniser puts `▁` only first.
+fn seed_copies(words: &BTreeMap<String, u64>) -> Vec<(String, u32)> {
+    let mut sentences = Vec::with_capacity(2 * words.len());
+    for (word, &count) in words {
+        sentences.push((word.clone(), u32::try_from(count).unwrap_or(u32::MAX)));
+        sentences.push((format!("{word}▁"), 0));
+    }
+    sentences
+}
+
 /// `model` with the pieces after its `specials` (which keep their ids) in
 /// descending score, pieces of equal score by their text: the trainer sorts
 /// stably from an order that its hash maps decide.
@@ -145,6 +164,33 @@ fn ties_by_text(model: &Unigram, specials: usize, unk: &str) -> Result<Unigram> 
     let mut pieces: Vec<(String, f64)> = model.iter().cloned().collect();
     let unk = pieces.iter().position(|(piece, _)| piece == unk);
     let specials = specials.min(pieces.len());
+    readded_in_text_order(&mut pieces[specials..]);
     pieces[specials..].sort_by(|(a, sa), (b, sb)| sb.total_cmp(sa).then_with(|| a.cmp(b)));
     Unigram::from(pieces, unk, model.byte_fallback())
+}
+
+/// What the trainer adds to the lowest score per character it re-adds.
+const READDED_STEP: f64 = 1e-4;
+
+/// The characters re-added at the lowest score plus 0, 1, 2, … steps (in
+/// hash order) given those scores in the order of their text.
+fn readded_in_text_order(pieces: &mut [(String, f64)]) {
+    let Some(min) = pieces.iter().map(|(_, s)| *s).reduce(f64::min) else {
+        return;
+    };
+    let at = |pieces: &[(String, f64)], k: usize| {
+        let score = min + k as f64 * READDED_STEP;
+        pieces.iter().position(|(piece, s)| {
+            piece.chars().count() == 1 && (s - score).abs() < READDED_STEP * 1e-3
+        })
+    };
+    let mut readded = Vec::new();
+    while let Some(i) = at(pieces, readded.len()) {
+        readded.push(i);
+    }
+    let mut texts: Vec<String> = readded.iter().map(|&i| pieces[i].0.clone()).collect();
+    texts.sort();
+    for (&i, text) in readded.iter().zip(texts) {
+        pieces[i].0 = text;
+    }
 }

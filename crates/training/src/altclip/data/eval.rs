@@ -10,7 +10,7 @@ use vl_data::fashion_mnist;
 use vl_data::manifest::read_captioned_images;
 use vl_data::transforms::{eval_transform, pre_caption};
 use vl_data::world::{class_prompts, files, render_scene, zero_shot_classes, zero_shot_scenes};
-use vl_data::{BadEntries, ImageBatch, RetrievalSet, clip_images};
+use vl_data::{BadEntries, CaptionedImage, ImageBatch, RetrievalSet, clip_images};
 
 use super::{ManifestData, Task, ZERO_SHOT_PER_CLASS, io};
 use crate::TrainError;
@@ -82,7 +82,9 @@ impl EvalSet {
                         .map(|&(c, s)| class_prompts(l, c, s).iter().map(|p| clean(p)).collect())
                         .collect();
                     let path = dir.join(files::retrieval("test", l));
-                    let retrieval = set.retrieval(&path, None, BadEntries::Fail, recipe)?;
+                    let (items, _) =
+                        read_captioned_images(&path, None, recipe.max_words, BadEntries::Fail)?;
+                    let retrieval = set.retrieval(&items, recipe)?;
                     set.languages.push(EvalLanguage {
                         code: l.code().to_owned(),
                         class_prompts: Some(prompts),
@@ -137,7 +139,7 @@ impl EvalSet {
             }
         }
         for (code, path) in &data.retrieval {
-            let retrieval = self.retrieval(path, data.image_root.as_deref(), data.bad, recipe)?;
+            let retrieval = self.retrieval(&data.read(path, recipe.max_words)?, recipe)?;
             let language = self.language(code);
             if language.retrieval.is_some() {
                 return Err(TrainError::BadInput(format!(
@@ -171,24 +173,14 @@ impl EvalSet {
         &mut self.languages[at]
     }
 
-    /// The retrieval manifest at `path`, its images shared with an earlier
-    /// set of the same images.
+    /// The retrieval set of `items`, its images shared with an earlier set
+    /// of the same images.
     fn retrieval(
         &mut self,
-        path: &Path,
-        image_root: Option<&Path>,
-        bad: BadEntries,
+        items: &[CaptionedImage],
         recipe: &AltClipRecipe,
     ) -> Result<(usize, RetrievalSet), TrainError> {
-        let (items, skipped) = read_captioned_images(path, image_root, recipe.max_words, bad)?;
-        if skipped.count() > 0 {
-            log::warn!(
-                "{}: {} unusable entries skipped",
-                path.display(),
-                skipped.count()
-            );
-        }
-        let set = RetrievalSet::new(&items);
+        let set = RetrievalSet::new(items);
         let same_images = self.languages.iter().find_map(|l| match &l.retrieval {
             Some((index, other)) if other.images == set.images => Some(*index),
             _ => None,

@@ -4,7 +4,10 @@
 //! class file (`vl_data::classes`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use vl_data::image_files::check_images;
 use vl_data::manifest::read_captioned_images;
 use vl_data::{BadEntries, CaptionedImage};
 
@@ -30,18 +33,25 @@ pub struct ManifestData {
     pub classes: Option<PathBuf>,
     /// What to do with unusable entries.
     pub bad: BadEntries,
+    /// Entries skipped so far, in every file read (shared by clones).
+    pub skipped: Arc<AtomicUsize>,
 }
 
 impl ManifestData {
-    /// The entries of `path` (skips logged with their count).
+    /// The entries of `path` whose images can be decoded (skips logged
+    /// with their count).
     pub(super) fn read(
         &self,
         path: &Path,
         max_words: usize,
     ) -> Result<Vec<CaptionedImage>, TrainError> {
-        let (items, skipped) =
+        let (items, mut skipped) =
             read_captioned_images(path, self.image_root.as_deref(), max_words, self.bad)?;
+        // Undecodable images are found here, by their headers, not mid-run.
+        let (items, undecodable) = check_images(items, self.bad)?;
+        skipped.entries.extend(undecodable.entries);
         if skipped.count() > 0 {
+            self.skipped.fetch_add(skipped.count(), Ordering::Relaxed);
             log::warn!(
                 "{}: {} unusable entries skipped: {}",
                 path.display(),
@@ -50,6 +60,11 @@ impl ManifestData {
             );
         }
         Ok(items)
+    }
+
+    /// Unusable entries skipped so far, in every file read.
+    pub fn skipped(&self) -> usize {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     /// The teacher's training images with their English captions.

@@ -143,6 +143,14 @@ impl Task {
         })
     }
 
+    /// Unusable manifest entries skipped so far (`--skip-bad`).
+    pub fn skipped(&self) -> usize {
+        match self {
+            Task::Manifests(data) => data.skipped(),
+            Task::World { .. } | Task::Fashion { .. } => 0,
+        }
+    }
+
     /// Short name for run directories and tables.
     pub fn name(&self) -> &'static str {
         match self {
