@@ -19,6 +19,8 @@ fn every_fixture_matches_pytorch() {
         "albef_finetuned",
         "albef_grounding",
         "albef_ve",
+        "albef_vqa",
+        "albef_vqa_pretrained",
         "altclip",
         "bert",
         "bert_mlm",

@@ -17,6 +17,7 @@
 
 pub mod gradcam;
 pub mod ve;
+pub mod vqa;
 
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};

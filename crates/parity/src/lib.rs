@@ -19,6 +19,11 @@ use vl_models::TextInput;
 use vl_models::blocks::padding_mask;
 use vl_models::import::{self, ImportError, TensorMap};
 
+mod albef;
+mod kind;
+
+pub use kind::ModelKind;
+
 /// Why a parity check could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ParityError {
@@ -148,117 +153,6 @@ impl fmt::Display for ParityReport {
     }
 }
 
-/// The model families a fixture can hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelKind {
-    /// HF `BertModel`.
-    Bert,
-    /// HF `BertForMaskedLM`.
-    BertMaskedLm,
-    /// HF `ViTModel`.
-    Vit,
-    /// HF `XLMRobertaModel`.
-    XlmRoberta,
-    /// HF `CLIPModel`.
-    Clip,
-    /// HF `AltCLIPModel`.
-    AltClip,
-    /// ALBEF with the official parameter names.
-    Albef,
-    /// ALBEF's SNLI-VE model (`"task": "ve"`), official VE names.
-    AlbefVe,
-    /// ALBEF's retrieval model with Grad-CAM on the cross-attention of
-    /// `"gradcam_layer"` (`"task": "grounding"`).
-    AlbefGrounding,
-}
-
-impl ModelKind {
-    /// Reads the kind from a fixture's `config.json`.
-    pub fn from_config(config: &Value) -> Option<Self> {
-        if config.get("bert_config").is_some() {
-            return match config.get("task").map(|t| t.as_str()) {
-                None => Some(Self::Albef),
-                Some(Some("ve")) => Some(Self::AlbefVe),
-                Some(Some("grounding")) => Some(Self::AlbefGrounding),
-                Some(_) => None,
-            };
-        }
-        let masked_lm = config["architectures"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|v| v == "BertForMaskedLM"));
-        match config["model_type"].as_str()? {
-            "bert" if masked_lm => Some(Self::BertMaskedLm),
-            "bert" => Some(Self::Bert),
-            "vit" => Some(Self::Vit),
-            "xlm-roberta" => Some(Self::XlmRoberta),
-            "clip" => Some(Self::Clip),
-            "altclip" => Some(Self::AltClip),
-            _ => None,
-        }
-    }
-
-    /// The output names this kind can compute.
-    pub fn outputs(self) -> &'static [&'static str] {
-        match self {
-            Self::Bert | Self::Vit | Self::XlmRoberta => &["last_hidden_state", "pooler_output"],
-            Self::BertMaskedLm => &["last_hidden_state", "logits"],
-            Self::Clip => &CLIP_OUTPUTS[..CLIP_OUTPUTS.len() - 1],
-            Self::AltClip => &CLIP_OUTPUTS,
-            Self::Albef => &[
-                "image_embeds",
-                "image_feat",
-                "text_embeds",
-                "text_feat",
-                "sim_i2t",
-                "fusion_last_hidden_state",
-                "multimodal_last_hidden_state",
-                "itm_logits",
-                "mlm_logits",
-                "pos_embed_interp_6x6",
-            ],
-            Self::AlbefVe => &["ve_logits"],
-            Self::AlbefGrounding => &[
-                "image_embeds",
-                "image_feat",
-                "text_embeds",
-                "text_feat",
-                "sim_i2t",
-                "fusion_last_hidden_state",
-                "multimodal_last_hidden_state",
-                "itm_logits",
-                "gradcam",
-            ],
-        }
-    }
-
-    /// The input names fixtures of this kind may carry.
-    pub fn inputs(self) -> &'static [&'static str] {
-        match self {
-            Self::Bert | Self::BertMaskedLm | Self::XlmRoberta => {
-                &["input_ids", "attention_mask", "token_type_ids"]
-            }
-            Self::Vit => &["pixel_values"],
-            Self::Clip | Self::AltClip => &["input_ids", "attention_mask", "pixel_values"],
-            Self::Albef => &["input_ids", "attention_mask", "image", "pos_embed_in"],
-            Self::AlbefVe | Self::AlbefGrounding => &["input_ids", "attention_mask", "image"],
-        }
-    }
-}
-
-const CLIP_OUTPUTS: [&str; 11] = [
-    "text_last_hidden_state",
-    "text_pooler_output",
-    "vision_last_hidden_state",
-    "vision_pooler_output",
-    "text_features",
-    "image_features",
-    "text_embeds",
-    "image_embeds",
-    "logits_per_image",
-    "logits_per_text",
-    "roberta_last_hidden_state",
-];
-
 /// Checks the fixture in `dir` on `device`.
 pub fn check_dir(dir: &Path, tolerance: f32, device: &Device) -> Result<ParityReport, ParityError> {
     let fixture_err = |path: PathBuf, message: String| ParityError::Fixture { path, message };
@@ -271,7 +165,7 @@ pub fn check_dir(dir: &Path, tolerance: f32, device: &Device) -> Result<ParityRe
     let model = ModelKind::from_config(&config).ok_or_else(|| {
         fixture_err(
             config_path.clone(),
-            "neither an ALBEF config (bert_config, with an optional \"task\": \"ve\" or \"grounding\") nor an HF model_type among bert, vit, xlm-roberta, clip, altclip"
+            "neither an ALBEF config (bert_config, with an optional \"task\": \"ve\", \"grounding\" or \"vqa\") nor an HF model_type among bert, vit, xlm-roberta, clip, altclip"
                 .into(),
         )
     })?;
@@ -380,7 +274,7 @@ pub fn check_dir(dir: &Path, tolerance: f32, device: &Device) -> Result<ParityRe
             let config: vl_models::AlbefConfig = parse(&config_path, &config_text)?;
             let checkpoint =
                 import::albef::load_albef(&config, tensors, device).map_err(import_err)?;
-            albef_outputs(&checkpoint.model, &inputs)?
+            albef::albef_outputs(&checkpoint.model, &inputs)?
         }
         ModelKind::AlbefVe => {
             let config: vl_models::AlbefConfig = parse(&config_path, &config_text)?;
@@ -390,6 +284,22 @@ pub fn check_dir(dir: &Path, tolerance: f32, device: &Device) -> Result<ParityRe
                 .model
                 .logits(inputs.float::<4>("image")?, &inputs.text()?);
             outputs([("ve_logits", logits)])
+        }
+        ModelKind::AlbefVqa => {
+            let config: vl_models::AlbefConfig = parse(&config_path, &config_text)?;
+            let k = serde_json::from_str::<Value>(&config_text)
+                .ok()
+                .and_then(|c| c["k_test"].as_u64())
+                .filter(|&k| k > 0)
+                .ok_or_else(|| {
+                    fixture_err(
+                        config_path.clone(),
+                        "\"task\": \"vqa\" needs a positive integer \"k_test\"".into(),
+                    )
+                })? as usize;
+            let checkpoint =
+                import::albef_vqa::load_albef_vqa(&config, tensors, device).map_err(import_err)?;
+            albef::vqa_outputs(&checkpoint.model, &inputs, k)?
         }
         ModelKind::AlbefGrounding => {
             let config: vl_models::AlbefConfig = parse(&config_path, &config_text)?;
@@ -413,7 +323,7 @@ pub fn check_dir(dir: &Path, tolerance: f32, device: &Device) -> Result<ParityRe
             let checkpoint =
                 import::albef::load_albef(&config, tensors, device).map_err(import_err)?;
             let model = checkpoint.model.valid();
-            let mut computed = albef_outputs(&model, &inputs)?;
+            let mut computed = albef::albef_outputs(&model, &inputs)?;
             let cam = model.grad_cam(inputs.float::<4>("image")?, &inputs.text()?, layer, device);
             computed.insert("gradcam", cam.maps.into_data());
             computed
@@ -442,9 +352,11 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, P
     })
 }
 
-type Computed = BTreeMap<&'static str, TensorData>;
+pub(crate) type Computed = BTreeMap<&'static str, TensorData>;
 
-fn outputs<const D: usize, const N: usize>(pairs: [(&'static str, Tensor<D>); N]) -> Computed {
+pub(crate) fn outputs<const D: usize, const N: usize>(
+    pairs: [(&'static str, Tensor<D>); N],
+) -> Computed {
     pairs.into_iter().map(|(k, v)| (k, v.into_data())).collect()
 }
 
@@ -475,45 +387,6 @@ fn contrastive_outputs(
         ("logits_per_text", joint.logits_per_text),
     ]));
     computed
-}
-
-fn albef_outputs(model: &vl_models::Albef, inputs: &Inputs) -> Result<Computed, ParityError> {
-    let text = inputs.text()?;
-    let image_embeds = model.image_embeds(inputs.float::<4>("image")?);
-    let image_feat = model.image_feat(image_embeds.clone());
-    let text_embeds = model.text_embeds(&text);
-    let text_feat = model.text_feat(text_embeds.clone());
-    let sim_i2t = image_feat.clone().matmul(text_feat.clone().transpose())
-        / model.temp.val().unsqueeze::<2>();
-    let fusion = model.fusion(
-        text_embeds.clone(),
-        text.padding.clone(),
-        image_embeds.clone(),
-    );
-    let multimodal = model.multimodal(&text, image_embeds.clone());
-    let mut computed = outputs([
-        ("image_embeds", image_embeds),
-        ("text_embeds", text_embeds),
-        ("fusion_last_hidden_state", fusion.clone()),
-        ("multimodal_last_hidden_state", multimodal.clone()),
-    ]);
-    computed.extend(outputs([
-        ("image_feat", image_feat),
-        ("text_feat", text_feat),
-        ("sim_i2t", sim_i2t),
-        ("itm_logits", model.itm_logits(fusion)),
-    ]));
-    if model.has_mlm_head() {
-        computed.insert("mlm_logits", model.mlm_logits(multimodal).into_data());
-    }
-    if inputs.io.contains("pos_embed_in") {
-        let table = inputs.float::<3>("pos_embed_in")?;
-        computed.insert(
-            "pos_embed_interp_6x6",
-            vl_models::vit::interpolate_pos_embed(table, 6).into_data(),
-        );
-    }
-    Ok(computed)
 }
 
 fn compare(name: &str, expected: &TensorData, actual: Option<&TensorData>) -> OutputCheck {
@@ -552,13 +425,13 @@ fn compare(name: &str, expected: &TensorData, actual: Option<&TensorData>) -> Ou
 }
 
 /// Typed access to the inputs of `io.safetensors`.
-struct Inputs<'a> {
-    io: &'a TensorMap,
-    device: &'a Device,
+pub(crate) struct Inputs<'a> {
+    pub(crate) io: &'a TensorMap,
+    pub(crate) device: &'a Device,
 }
 
 impl Inputs<'_> {
-    fn get(&self, name: &str) -> Result<TensorData, ParityError> {
+    pub(crate) fn get(&self, name: &str) -> Result<TensorData, ParityError> {
         self.io
             .get(name)
             .cloned()
@@ -568,28 +441,28 @@ impl Inputs<'_> {
             })
     }
 
-    fn int(&self, name: &str) -> Result<Tensor<2, Int>, ParityError> {
+    pub(crate) fn int(&self, name: &str) -> Result<Tensor<2, Int>, ParityError> {
         Ok(Tensor::from_data(
             self.get(name)?.convert::<i64>(),
             self.device,
         ))
     }
 
-    fn float<const D: usize>(&self, name: &str) -> Result<Tensor<D>, ParityError> {
+    pub(crate) fn float<const D: usize>(&self, name: &str) -> Result<Tensor<D>, ParityError> {
         Ok(Tensor::from_data(
             self.get(name)?.convert::<f32>(),
             self.device,
         ))
     }
 
-    fn padding(&self) -> Result<Option<Tensor<2, Bool>>, ParityError> {
+    pub(crate) fn padding(&self) -> Result<Option<Tensor<2, Bool>>, ParityError> {
         if !self.io.contains("attention_mask") {
             return Ok(None);
         }
         Ok(Some(padding_mask(self.int("attention_mask")?)))
     }
 
-    fn text(&self) -> Result<TextInput, ParityError> {
+    pub(crate) fn text(&self) -> Result<TextInput, ParityError> {
         let mut text = TextInput::new(self.int("input_ids")?);
         text.padding = self.padding()?;
         if self.io.contains("token_type_ids") {

@@ -18,6 +18,7 @@
 
 pub mod albef;
 pub mod albef_ve;
+pub mod albef_vqa;
 pub mod bert;
 pub mod clip;
 pub mod vit;
