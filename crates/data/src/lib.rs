@@ -14,6 +14,7 @@ pub mod progress;
 pub mod tokenizer;
 pub mod transforms;
 pub mod ve;
+pub mod vqa;
 pub mod world;
 
 pub use images::{ImageBatch, clip_images, eval_images};

@@ -125,6 +125,75 @@ fn is_language_code(code: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn data(bad: BadEntries) -> ManifestData {
+        ManifestData {
+            image_root: None,
+            teacher_train: Vec::new(),
+            english: Vec::new(),
+            contrastive: Vec::new(),
+            retrieval: Vec::new(),
+            classes: None,
+            bad,
+            skipped: Default::default(),
+        }
+    }
+
+    /// Two manifests, each with a good entry, a missing image, an empty
+    /// caption and an image that is not a PNG; the header check finds the
+    /// last when the manifest is read.
+    fn manifests(dir: &Path) -> [PathBuf; 2] {
+        image::RgbImage::new(4, 4).save(dir.join("ok.png")).unwrap();
+        std::fs::write(dir.join("broken.png"), b"not a png").unwrap();
+        let entries = r#"[
+  {"image": "ok.png", "caption": "a red circle"},
+  {"image": "missing.png", "caption": "a blue square"},
+  {"image": "ok.png", "caption": "  "},
+  {"image": "broken.png", "caption": "a green star"}
+]"#;
+        ["a.json", "b.json"].map(|name| {
+            let path = dir.join(name);
+            std::fs::write(&path, entries).unwrap();
+            path
+        })
+    }
+
+    #[test]
+    fn skips_are_counted_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let [a, b] = manifests(dir.path());
+        let data = data(BadEntries::Skip);
+        let clone = data.clone();
+        assert_eq!(data.read(&a, 30).unwrap().len(), 1);
+        assert_eq!(clone.read(&b, 30).unwrap().len(), 1);
+        // Clones share the count (each stage's task holds one).
+        assert_eq!(data.skipped(), 6);
+    }
+
+    #[test]
+    fn without_skip_bad_an_undecodable_image_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let [a, _] = manifests(dir.path());
+        let only_broken = dir.path().join("c.json");
+        std::fs::write(
+            &only_broken,
+            "[\n  {\"image\": \"ok.png\", \"caption\": \"a\"},\n  {\"image\": \"broken.png\", \"caption\": \"b\"}\n]",
+        )
+        .unwrap();
+        let message = format!(
+            "{:?}",
+            data(BadEntries::Fail).read(&only_broken, 30).unwrap_err()
+        );
+        assert!(
+            message.contains("c.json") && message.contains('3'),
+            "{message}"
+        );
+        let first = data(BadEntries::Fail).read(&a, 30).unwrap_err().to_string();
+        assert!(
+            first.contains("a.json:3"),
+            "the missing image first: {first}"
+        );
+    }
+
     #[test]
     fn language_files_need_a_code_and_a_path() {
         assert_eq!(
