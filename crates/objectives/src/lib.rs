@@ -12,10 +12,13 @@
 //!   momentum-distilled soft targets (ALBEF eq. 7).
 //! - [`momentum`]: the EMA update of momentum models and the α ramp.
 //! - [`distill`]: AltCLIP's teacher-learning MSE.
+//! - [`answer`]: VQA's answer loss, per-answer weights and momentum
+//!   distillation (`models/model_vqa.py`).
 //!
 //! Reference: salesforce/ALBEF@b9727e4 `models/model_pretrain.py`,
 //! `models/model_retrieval.py`, `models/xbert.py`.
 
+pub mod answer;
 pub mod contrastive;
 pub mod distill;
 pub mod entropy;
@@ -23,6 +26,7 @@ pub mod itm;
 pub mod mlm;
 pub mod momentum;
 
+pub use answer::{AnswerDistillation, answer_losses, weighted_answer_loss};
 pub use contrastive::{FeatureQueue, ItcLoss, clip_loss, distilled_targets, itc_loss};
 pub use distill::mse_loss;
 pub use entropy::{classifier_distillation, cross_entropy, soft_cross_entropy};
