@@ -93,15 +93,7 @@ pub fn load_albef(
         tensors.replace_prefix("text_encoder_m.", "text_encoder_m.bert.");
     }
     let queues = take_queues(&mut tensors)?;
-    let mut momentum = TensorMap::default();
-    for part in MOMENTUM_PARTS {
-        for (key, data) in tensors
-            .split_off_prefix(&format!("{part}_m."))
-            .into_entries()
-        {
-            momentum.insert(format!("{part}.{key}"), data);
-        }
-    }
+    let mut momentum = tensors.split_off_momentum(&MOMENTUM_PARTS);
 
     if !momentum.is_empty() {
         // The reference's momentum model has no temperature or ITM head.

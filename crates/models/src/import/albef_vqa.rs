@@ -63,15 +63,7 @@ pub fn load_albef_vqa(
         return from_pretraining_layout(config, tensors, device);
     }
     let skipped = tensors.skip_where(skip_hf_buffers);
-    let mut momentum = TensorMap::default();
-    for part in MOMENTUM_PARTS {
-        for (key, data) in tensors
-            .split_off_prefix(&format!("{part}_m."))
-            .into_entries()
-        {
-            momentum.insert(format!("{part}.{key}"), data);
-        }
-    }
+    let momentum = tensors.split_off_momentum(&MOMENTUM_PARTS);
     let (model, mut report) = load_online(config, tensors, device)?;
     let momentum = match momentum.is_empty() {
         true => None,

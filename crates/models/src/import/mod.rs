@@ -318,6 +318,19 @@ impl TensorMap {
         self.tensors.keys().any(|k| k.starts_with(prefix))
     }
 
+    /// The momentum copies (`{part}_m.*` for each of `parts`) split off,
+    /// renamed to the online names (`{part}.*`): the reference's `*_m`
+    /// modules as a model of their own.
+    pub fn split_off_momentum(&mut self, parts: &[&str]) -> TensorMap {
+        let mut momentum = TensorMap::default();
+        for part in parts {
+            for (key, data) in self.split_off_prefix(&format!("{part}_m.")).into_entries() {
+                momentum.insert(format!("{part}.{key}"), data);
+            }
+        }
+        momentum
+    }
+
     /// Removes every tensor whose key starts with `prefix` and returns them,
     /// with the prefix stripped.
     pub fn split_off_prefix(&mut self, prefix: &str) -> TensorMap {
